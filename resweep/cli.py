@@ -1,0 +1,153 @@
+"""Command line: ``resweep train | run | resume | status | report | data prepare | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from resweep.errors import ResweepError
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from resweep.config import load_config
+    from resweep.trainables.train import run_training
+
+    config = load_config(args.config)
+    output = Path(args.output or Path("runs") / config.name)
+    summary = run_training(
+        config,
+        output_dir=output,
+        workers=args.workers,
+        address=args.address,
+        use_gpu=args.gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        max_failures=args.max_failures,
+    )
+    print(f"\nrun {summary.status} in {summary.seconds:.1f} s")
+    for key, value in sorted(summary.metrics.items()):
+        if key.startswith("eval.") and isinstance(value, float):
+            print(f"  {key:40s} {value:.4f}")
+    print(f"results: {summary.output_dir}  (config.yaml, curves.parquet, per_image.parquet, result.json)")
+    if summary.checkpoint:
+        print(f"last checkpoint: {summary.checkpoint}")
+    if summary.error:
+        print(f"error: {summary.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_data_prepare(args: argparse.Namespace) -> int:
+    from resweep.data.patch_store import prepare_patch_store
+
+    folder = Path(args.folder)
+    out = Path(args.out) if args.out else folder.with_name(folder.name + f"_sub{args.sub_size}.arrow")
+    path = prepare_patch_store(folder, out, sub_size=args.sub_size, stride=args.stride)
+    print(f"patch store written: {path}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from resweep.study import run_study
+
+    run_study(args.study, study_dir=args.dir, address=args.address, fresh=args.fresh)
+    return 0
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    from resweep.study import resume_study
+
+    resume_study(args.dir, address=args.address)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from resweep.study import print_status
+
+    print_status(args.dir)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from resweep.analysis import build_report
+
+    report = build_report(args.dir, out_dir=args.out)
+    print(f"report written: {report.index_path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from resweep.study.demo import run_demo
+
+    run_demo(args.dir)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resweep", description="Hyperparameter studies of image-restoration training on Ray."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model with N Ray Train (DDP) workers")
+    p.add_argument("config", help="experiment config (YAML)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--output", help="output folder (default runs/<name>); rerun to resume")
+    p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    p.add_argument("--gpu", action=argparse.BooleanOptionalAction, default=None, help="default: if Ray has GPUs")
+    p.add_argument("--cpus-per-worker", type=float, default=1)
+    p.add_argument("--max-failures", type=int, default=2, help="worker failures survived per run")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("data", help="dataset tools")
+    data_sub = p.add_subparsers(dest="data_command", required=True)
+    q = data_sub.add_parser("prepare", help="cut a folder of images into a memory-mapped patch store")
+    q.add_argument("folder")
+    q.add_argument("--out", help="output .arrow file (default: beside the folder)")
+    q.add_argument("--sub-size", type=int, default=480)
+    q.add_argument("--stride", type=int, default=240)
+    q.set_defaults(func=_cmd_data_prepare)
+
+    p = sub.add_parser("run", help="run a study (Ray Tune + Optuna)")
+    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("--dir", help="study folder (default: studies/<name>)")
+    p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
+    p.add_argument("--fresh", action="store_true", help="refuse to reuse an existing study folder")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("resume", help="continue an interrupted study")
+    p.add_argument("dir")
+    p.add_argument("--address")
+    p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("status", help="where a study stands, read from disk")
+    p.add_argument("dir")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("report", help="ablation tables and a dashboard for a study")
+    p.add_argument("dir")
+    p.add_argument("--out", help="output folder (default: <study>/report)")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("demo", help="the main job: a small real study on the demo photographs, and its report")
+    p.add_argument("--dir", default="studies/demo")
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ResweepError as exc:
+        print(f"resweep: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("resweep: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

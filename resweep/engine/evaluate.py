@@ -1,0 +1,78 @@
+"""Evaluation on full images: per-image PSNR/SSIM (RGB and Y) for the model and the baseline."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from resweep.metrics import image_metrics
+
+METRIC_NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
+
+
+@dataclass
+class EvalResult:
+    """Means per set (``eval.<set>.<metric>``) and one record per image."""
+
+    means: dict[str, float] = field(default_factory=dict)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Evaluator:
+    """Holds the evaluation sets and the (constant) baseline scores, computed once."""
+
+    def __init__(self, eval_sets: list[Any], task: Any, crop_border: int, device: torch.device):
+        self.eval_sets = eval_sets
+        self.task = task
+        self.crop_border = crop_border
+        self.device = device
+        self._baseline: dict[tuple[str, str], dict[str, float]] = {}
+        for eval_set in eval_sets:
+            for image_name, lq, gt in eval_set.items:
+                baseline = task.baseline(lq.unsqueeze(0)).squeeze(0)
+                self._baseline[(eval_set.name, image_name)] = image_metrics(
+                    baseline.clamp(0, 1), gt, crop_border=crop_border
+                )
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, iteration: int, autocast: bool = False) -> EvalResult:
+        result = EvalResult()
+        was_training = model.training
+        model.eval()
+        try:
+            for eval_set in self.eval_sets:
+                sums = dict.fromkeys(METRIC_NAMES, 0.0)
+                base_sums = dict.fromkeys(METRIC_NAMES, 0.0)
+                for image_name, lq, gt in eval_set.items:
+                    ctx = (
+                        torch.autocast(self.device.type, dtype=torch.bfloat16)
+                        if autocast
+                        else contextlib.nullcontext()
+                    )
+                    with ctx:
+                        pred = model(lq.unsqueeze(0).to(self.device))
+                    pred = pred.float().squeeze(0).clamp(0, 1).cpu()
+                    scores = image_metrics(pred, gt, crop_border=self.crop_border)
+                    base = self._baseline[(eval_set.name, image_name)]
+                    record: dict[str, Any] = {
+                        "iteration": iteration,
+                        "set": eval_set.name,
+                        "image": image_name,
+                    }
+                    for m in METRIC_NAMES:
+                        record[m] = scores[m]
+                        record[f"{m}_baseline"] = base[m]
+                        sums[m] += scores[m]
+                        base_sums[m] += base[m]
+                    result.per_image.append(record)
+                n = max(1, len(eval_set.items))
+                for m in METRIC_NAMES:
+                    result.means[f"eval.{eval_set.name}.{m}"] = sums[m] / n
+                    result.means[f"eval.{eval_set.name}.{m}_baseline"] = base_sums[m] / n
+        finally:
+            model.train(was_training)
+        return result

@@ -1,0 +1,50 @@
+"""Optimisers and learning-rate schedules from the typed config."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from resweep.config import OptimConfig, ScheduleConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.name == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "lamb":
+        # timm's Lamb: the large-batch optimiser of the ECO paper's setting.
+        from timm.optim import Lamb
+
+        return Lamb(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimiser {cfg.name!r}")  # unreachable: the config validates names
+
+
+def lr_factor(cfg: ScheduleConfig, iteration: int, total: int, base_lr: float) -> float:
+    """Multiplier of the base learning rate at ``iteration`` (0-based step index)."""
+    if cfg.warmup_iterations and iteration < cfg.warmup_iterations:
+        return (iteration + 1) / cfg.warmup_iterations
+    if cfg.kind == "constant":
+        return 1.0
+    if cfg.kind == "step":
+        return cfg.gamma ** sum(1 for m in cfg.milestones if iteration >= m)
+    # cosine from the end of warm-up to the last iteration, down to min_lr
+    span = max(1, total - cfg.warmup_iterations)
+    progress = min(1.0, (iteration - cfg.warmup_iterations) / span)
+    floor = min(cfg.min_lr / base_lr, 1.0)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    base_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: lr_factor(cfg, it, total, base_lr)
+    )

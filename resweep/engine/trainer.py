@@ -1,0 +1,354 @@
+"""The restoration training loop. Plain PyTorch: it knows nothing of Ray and nothing of any method.
+
+``Trainer`` builds the task, data, model, optimiser and the enabled methods from an
+``ExperimentConfig``, trains with DDP when a process group is initialised, evaluates on full
+images, and hands metrics and checkpoint state to a ``Reporter`` (Ray Train's in a worker, a
+local one in a plain process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+
+from resweep.config import ExperimentConfig
+from resweep.data import build_eval_set, build_train_dataset
+from resweep.degradations.tasks import build_task
+from resweep.engine.checkpoint import load_model_weights
+from resweep.engine.ema import ModelEma
+from resweep.engine.evaluate import Evaluator
+from resweep.engine.optim import build_optimizer, build_scheduler
+from resweep.engine.records import PER_IMAGE_KEY
+from resweep.engine.sampler import BatchKeySampler
+from resweep.errors import ConfigError
+from resweep.losses import get_pixel_loss
+from resweep.methods import MethodContext, World, build_methods
+from resweep.models import create_model
+
+STATUS_RUNNING = "running"
+STATUS_FINISHED = "finished"
+STATUS_DIVERGED = "diverged"
+
+
+class Reporter(Protocol):
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        """Called by every rank at the same iterations; ``checkpoint`` only on rank 0."""
+
+
+class NullReporter:
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        pass
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    iteration: int
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def default_device(config: ExperimentConfig) -> torch.device:
+    if config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
+
+
+def default_cache_dir() -> Path:
+    import os
+
+    return Path(os.environ.get("RESWEEP_CACHE", Path.home() / ".cache" / "resweep"))
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        world: World | None = None,
+        reporter: Reporter | None = None,
+        resume_state: dict[str, Any] | None = None,
+        cache_dir: Path | None = None,
+        log: Callable[[str], None] = print,
+    ):
+        self.cfg = config
+        self.world = world or World(device=default_device(config))
+        self.device = self.world.device
+        self.reporter = reporter or NullReporter()
+        self.log = log if self.world.is_main else (lambda _msg: None)
+        self.use_cuda = self.device.type == "cuda"
+        self.autocast = self.use_cuda and config.train.amp
+
+        if config.data.batch_size % self.world.world_size:
+            raise ConfigError(
+                f"batch size {config.data.batch_size} does not divide by {self.world.world_size} workers",
+                field="data.batch_size",
+            )
+        self.per_worker_batch = config.data.batch_size // self.world.world_size
+
+        # Same seed on every rank: identical initial weights and method state (DDP checks this).
+        torch.manual_seed(config.train.seed)
+        self.task = build_task(config.task)
+        model = create_model(config.model.name, scale=config.scale, **config.model.kwargs)
+        if config.model.init_from is not None:
+            model.load_state_dict(load_model_weights(config.model.init_from))
+        model.to(self.device)
+        if self.use_cuda and config.train.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.ema = ModelEma(model, config.train.ema_decay) if config.train.ema_decay else None
+
+        self.methods = build_methods(
+            MethodContext(
+                config=config,
+                model=model,
+                task=self.task,
+                world=self.world,
+                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                log=self.log,
+            )
+        )
+        for method in self.methods.values():
+            method.to(self.device)
+        self.replaces_pixel_loss = any(m.replaces_pixel_loss for m in self.methods.values())
+        self.pixel_loss = get_pixel_loss(config.loss.pixel)
+
+        self.optimizer = build_optimizer(model, config.optim)
+        self.scheduler = build_scheduler(self.optimizer, config.schedule, config.train.iterations)
+
+        dataset = build_train_dataset(config, self.task)
+        for method in self.methods.values():
+            dataset = method.wrap_train_dataset(dataset)
+        self.dataset = dataset
+
+        self.evaluator: Evaluator | None = None
+        if self.world.is_main and config.eval.sets:
+            eval_sets = [
+                build_eval_set(spec, self.task, seed=config.eval.seed, max_side=config.eval.max_side)
+                for spec in config.eval.sets
+            ]
+            self.evaluator = Evaluator(eval_sets, self.task, config.crop_border, self.device)
+
+        self.iteration = 0
+        self.last_eval: dict[str, float] = {}
+        self.train_seconds = 0.0
+        if resume_state is not None:
+            self.load_state_dict(resume_state)
+
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.use_cuda else None
+            self.train_model: nn.Module = DistributedDataParallel(model, device_ids=ids)
+        else:
+            self.train_model = model
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "methods": {name: m.state_dict() for name, m in self.methods.items()},
+            "rng": {"torch": torch.get_rng_state()},
+            "config": self.cfg.to_dict(),
+            "last_eval": dict(self.last_eval),
+            "train_seconds": self.train_seconds,
+        }
+        if self.use_cuda:
+            state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        for name, method in self.methods.items():
+            if name in state.get("methods", {}):
+                method.load_state_dict(state["methods"][name])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.use_cuda and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.iteration = int(state["iteration"])
+        self.last_eval = dict(state.get("last_eval", {}))
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+
+    # ------------------------------------------------------------------ loop
+    def _loader(self) -> DataLoader:
+        sampler = BatchKeySampler(
+            seed=self.cfg.train.seed,
+            rank=self.world.rank,
+            world_size=self.world.world_size,
+            per_worker_batch=self.per_worker_batch,
+            num_images=len(self.dataset),
+            start_iteration=self.iteration,
+            total_iterations=self.cfg.train.iterations,
+        )
+        workers = self.cfg.data.loader_workers
+        return DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            num_workers=workers,
+            pin_memory=self.use_cuda,
+            persistent_workers=False,
+            prefetch_factor=4 if workers else None,
+        )
+
+    def _global_mean(self, value: torch.Tensor) -> float:
+        if self.world.distributed:
+            value = value.detach().clone()
+            dist.all_reduce(value)
+            value /= self.world.world_size
+        return float(value)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Forward, loss terms and backward of one step; returns the (detached later) terms."""
+        it = self.iteration
+        for method in self.methods.values():
+            batch = method.transform_batch(batch, it)
+        lq = batch["lq"]
+        if self.use_cuda and self.cfg.train.channels_last:
+            lq = lq.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            prediction = self.train_model(lq)
+        prediction = prediction.float()
+        terms: dict[str, torch.Tensor] = {}
+        if not self.replaces_pixel_loss:
+            terms["pixel"] = self.cfg.loss.pixel_weight * self.pixel_loss(prediction, batch["gt"])
+        for method in self.methods.values():
+            with self._autocast():
+                terms.update(method.loss_terms(prediction, batch, it))
+        total = sum(t.float() for t in terms.values())
+        assert isinstance(total, torch.Tensor)
+        terms = {"total": total, **terms}
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if self.cfg.optim.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        return terms
+
+    def fit(self) -> RunOutcome:
+        cfg = self.cfg
+        total_iters = cfg.train.iterations
+        ckpt_every = cfg.train.checkpoint_every or cfg.eval.every
+        sums: dict[str, float] = {}
+        window_steps = 0
+        window_seconds = 0.0
+        self.model.train()
+        if self.iteration >= total_iters:
+            self.log(f"nothing to do: already at iteration {self.iteration}/{total_iters}")
+            return RunOutcome(STATUS_FINISHED, self.iteration, dict(self.last_eval))
+
+        self.log(
+            f"training {cfg.model.name} ({sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M params) "
+            f"on {self.device}, {self.world.world_size} worker(s), batch {cfg.data.batch_size}, "
+            f"iterations {self.iteration}->{total_iters}"
+        )
+        step_start = time.perf_counter()
+        for batch in self._loader():
+            batch = {
+                k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                for k, v in batch.items()
+            }
+            terms = self.training_step(batch)
+            loss_value = self._global_mean(terms["total"].detach())
+            if not math.isfinite(loss_value) or abs(loss_value) > cfg.train.divergence.max_abs_loss:
+                return self._diverged(loss_value, terms)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.iteration += 1
+            if self.ema is not None:
+                self.ema.update(self.model)
+            for method in self.methods.values():
+                method.after_step(self.model, self.iteration)
+
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            if self.use_cuda:
+                torch.cuda.synchronize(self.device)
+            now = time.perf_counter()
+            window_seconds += now - step_start
+            window_steps += 1
+
+            it = self.iteration
+            is_last = it == total_iters
+            do_eval = it % cfg.eval.every == 0 or is_last
+            do_ckpt = it % ckpt_every == 0 or is_last
+            if it % cfg.train.log_every == 0 or do_eval or do_ckpt:
+                self.train_seconds += window_seconds
+                metrics = self._train_metrics(sums, window_steps, window_seconds)
+                sums, window_steps, window_seconds = {}, 0, 0.0
+                if do_eval:
+                    metrics.update(self._evaluate())
+                metrics["status"] = STATUS_FINISHED if is_last else STATUS_RUNNING
+                metrics["diverged"] = 0
+                self._log_metrics(metrics)
+                checkpoint = self.state_dict() if do_ckpt and self.world.is_main else None
+                self.reporter.report(metrics, checkpoint)
+            step_start = time.perf_counter()
+        return RunOutcome(STATUS_FINISHED, self.iteration, dict(self.last_eval))
+
+    # ------------------------------------------------------------------ helpers
+    def _train_metrics(self, sums: dict[str, float], steps: int, seconds: float) -> dict[str, Any]:
+        steps = max(steps, 1)
+        metrics: dict[str, Any] = {"iteration": self.iteration}
+        for name, value in sums.items():
+            metrics[f"loss.{name}"] = value / steps
+        metrics["lr"] = self.optimizer.param_groups[0]["lr"]
+        metrics["time_per_step"] = seconds / steps
+        metrics["samples_per_second"] = self.cfg.data.batch_size * steps / max(seconds, 1e-9)
+        metrics["train_seconds"] = self.train_seconds
+        for name, method in self.methods.items():
+            for key, value in method.metrics(self.iteration).items():
+                metrics[f"{name}.{key}"] = value
+        return metrics
+
+    def _evaluate(self) -> dict[str, Any]:
+        if self.evaluator is None:
+            return {}
+        model = self.ema.module if self.ema is not None else self.model
+        result = self.evaluator.evaluate(model, self.iteration, autocast=self.autocast)
+        self.last_eval = dict(result.means)
+        return {**result.means, PER_IMAGE_KEY: json.dumps(result.per_image)}
+
+    def _diverged(self, loss_value: float, terms: dict[str, torch.Tensor]) -> RunOutcome:
+        self.log(f"loss diverged at iteration {self.iteration + 1}: {loss_value!r}; ending the run")
+        metrics: dict[str, Any] = {"iteration": self.iteration, **self.last_eval}
+        for name, value in terms.items():
+            metrics[f"loss.{name}"] = float(value.detach())
+        metrics["status"] = STATUS_DIVERGED
+        metrics["diverged"] = 1
+        metrics["diverged_loss"] = loss_value if math.isfinite(loss_value) else str(loss_value)
+        self.reporter.report(metrics, None)
+        return RunOutcome(STATUS_DIVERGED, self.iteration, metrics)
+
+    def _log_metrics(self, metrics: dict[str, Any]) -> None:
+        parts = [f"it {metrics['iteration']}/{self.cfg.train.iterations}"]
+        if "loss.total" in metrics:
+            parts.append(f"loss {metrics['loss.total']:.4g}")
+        parts.append(f"lr {metrics['lr']:.2e}")
+        parts.append(f"{metrics['time_per_step'] * 1000:.0f} ms/step")
+        for key, value in metrics.items():
+            if key.startswith("eval.") and key.endswith((".psnr_y", ".psnr")) and isinstance(value, float):
+                base = metrics.get(f"{key}_baseline")
+                parts.append(f"{key[5:]} {value:.2f}" + (f" (baseline {base:.2f})" if base else ""))
+        self.log(" | ".join(parts))

@@ -1,0 +1,92 @@
+"""The per-worker training function that Ray Train runs, and the reporters that feed Ray."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from resweep.config import ExperimentConfig
+from resweep.engine.checkpoint import load_checkpoint, save_checkpoint
+from resweep.engine.records import RunRecorder
+from resweep.engine.trainer import Trainer
+from resweep.methods import World
+
+
+class RayTrainReporter:
+    """Reports through ``ray.train.report`` (a barrier: every rank calls it at the same steps)."""
+
+    def __init__(self, recorder: RunRecorder | None = None):
+        self.recorder = recorder
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        import ray.train
+
+        if self.recorder is not None:
+            self.recorder.add(metrics)
+        if checkpoint is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="resweep-ckpt-") as tmp:
+            save_checkpoint(checkpoint, tmp)
+            ray.train.report(
+                metrics,
+                checkpoint=ray.train.Checkpoint.from_directory(tmp),
+                checkpoint_dir_name=f"checkpoint_{checkpoint['iteration']:08d}",
+            )
+
+
+class TuneReporter:
+    """Reports straight to Ray Tune, for trials that train in the trial process (one worker)."""
+
+    def __init__(self, recorder: RunRecorder | None = None):
+        self.recorder = recorder
+
+    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+        from ray import tune
+
+        if self.recorder is not None:
+            self.recorder.add(metrics)
+        if checkpoint is None:
+            tune.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="resweep-ckpt-") as tmp:
+            save_checkpoint(checkpoint, tmp)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+
+def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
+    """The trainer state held by a Ray checkpoint, or None."""
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as directory:
+        return load_checkpoint(directory)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker.
+
+    ``loop_config``: ``experiment`` (an ExperimentConfig as a dict), optional ``output_dir``
+    (rank 0 keeps curves.parquet / per_image.parquet there) and ``cache_dir``.
+    """
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    world = World(
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+    )
+    config = ExperimentConfig.from_dict(loop_config["experiment"], source="<trial config>")
+    output_dir = loop_config.get("output_dir")
+    recorder = RunRecorder(output_dir) if output_dir and world.is_main else None
+    cache_dir = loop_config.get("cache_dir")
+    trainer = Trainer(
+        config,
+        world=world,
+        reporter=RayTrainReporter(recorder),
+        resume_state=load_resume_state(ray.train.get_checkpoint()),
+        cache_dir=Path(cache_dir) if cache_dir else None,
+    )
+    trainer.fit()
