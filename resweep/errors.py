@@ -14,6 +14,7 @@ class ConfigError(ResweepError):
     """
 
     def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        self.message = message
         self.source = source
         self.field = field
         where = []

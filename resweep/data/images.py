@@ -16,7 +16,13 @@ __all__ = ["IMAGE_EXTENSIONS", "image_size", "list_images", "read_image", "to_ui
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
 # Errors PIL raises for unreadable files: unknown format, truncated data, bad headers.
-_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_READ_ERRORS = (
+    UnidentifiedImageError,
+    OSError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
 
 
 def _reason(exc: BaseException) -> str:

@@ -80,7 +80,11 @@ class Trainer:
         resume_state: dict[str, Any] | None = None,
         cache_dir: Path | None = None,
         log: Callable[[str], None] = print,
+        started_at: float | None = None,
     ):
+        # wall-clock start (time.time, comparable across processes) for the startup metric
+        self.started_at = started_at if started_at is not None else time.time()
+        self.startup_seconds: float | None = None
         self.cfg = config
         self.world = world or World(device=default_device(config))
         self.device = self.world.device
@@ -256,6 +260,8 @@ class Trainer:
         self.model.train()
         if self.iteration >= total_iters:
             self.log(f"nothing to do: already at iteration {self.iteration}/{total_iters}")
+            final = {"iteration": self.iteration, **self.last_eval, "status": STATUS_FINISHED, "diverged": 0}
+            self.reporter.report(final, None)
             return RunOutcome(STATUS_FINISHED, self.iteration, dict(self.last_eval))
 
         self.log(
@@ -288,6 +294,8 @@ class Trainer:
             now = time.perf_counter()
             window_seconds += now - step_start
             window_steps += 1
+            if self.startup_seconds is None:
+                self.startup_seconds = time.time() - self.started_at
 
             it = self.iteration
             is_last = it == total_iters
@@ -317,6 +325,8 @@ class Trainer:
         metrics["time_per_step"] = seconds / steps
         metrics["samples_per_second"] = self.cfg.data.batch_size * steps / max(seconds, 1e-9)
         metrics["train_seconds"] = self.train_seconds
+        if self.startup_seconds is not None:
+            metrics["startup_seconds"] = self.startup_seconds
         for name, method in self.methods.items():
             for key, value in method.metrics(self.iteration).items():
                 metrics[f"{name}.{key}"] = value

@@ -10,6 +10,8 @@ os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 # Ray's periodic usage report would try the network; this platform runs offline too.
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Our workers log their own progress lines; Ray's print patch would print each one twice.
+os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 def init_ray(
@@ -17,14 +19,14 @@ def init_ray(
     *,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
-    dashboard: bool = False,
+    dashboard: bool = True,
     dashboard_host: str = "127.0.0.1",
     quiet: bool = True,
 ) -> dict[str, Any]:
     """Connect to ``address`` (a cluster, or "auto") or start an embedded local Ray.
 
-    The local instance's dashboard, when asked for, binds to ``dashboard_host``
-    (loopback unless the user says otherwise).
+    The local instance's dashboard binds to ``dashboard_host``: loopback unless the user says
+    otherwise. (Ray Train's state queries need the dashboard process running.)
     """
     import ray
 
@@ -32,7 +34,14 @@ def init_ray(
         return ray.cluster_resources()
     env_vars = {
         key: os.environ[key]
-        for key in ("RAY_CHDIR_TO_TRIAL_DIR", "RAY_TRAIN_V2_ENABLED", "RESWEEP_CACHE", "PYTHONPATH")
+        for key in (
+            "RAY_CHDIR_TO_TRIAL_DIR",
+            "RAY_TRAIN_V2_ENABLED",
+            "RAY_TRAIN_ENABLE_PRINT_PATCH",
+            "RESWEEP_CACHE",
+            "RESWEEP_VGG_WEIGHTS",
+            "PYTHONPATH",
+        )
         if key in os.environ
     }
     kwargs: dict[str, Any] = {

@@ -47,7 +47,7 @@ def run_training(
 
     Running it again with the same ``output_dir`` continues from the last checkpoint.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     start = time.perf_counter()
@@ -70,6 +70,7 @@ def run_training(
             name="ray_train",
             storage_path=str(output_dir),
             failure_config=FailureConfig(max_failures=max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.checkpoints_to_keep),
         ),
     )

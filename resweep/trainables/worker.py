@@ -72,6 +72,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    _quiet_report_log()
     context = ray.train.get_context()
     world = World(
         rank=context.get_world_rank(),
@@ -88,5 +89,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         reporter=RayTrainReporter(recorder),
         resume_state=load_resume_state(ray.train.get_checkpoint()),
         cache_dir=Path(cache_dir) if cache_dir else None,
+        started_at=loop_config.get("started_at"),
     )
     trainer.fit()
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every report at INFO, per-image JSON included; keep worker logs readable."""
+    import logging
+
+    from ray.train.v2._internal.execution import context as train_context
+
+    logging.getLogger(train_context.__file__).setLevel(logging.WARNING)

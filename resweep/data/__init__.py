@@ -1,0 +1,49 @@
+"""Image data: files, sources (folder, demo, paired, patch store), training patches, eval sets."""
+
+from resweep.data.datasets import (
+    EvalItem,
+    EvalSet,
+    TrainPatchDataset,
+    augment_aligned,
+    build_eval_set,
+    build_train_dataset,
+    crop_aligned,
+    eval_seed,
+    mod_crop,
+    random_crop_params,
+)
+from resweep.data.images import IMAGE_EXTENSIONS, image_size, list_images, read_image
+from resweep.data.patch_store import PatchStoreReader, prepare_patch_store
+from resweep.data.sources import (
+    DemoSource,
+    FolderSource,
+    ImageSource,
+    PairedSource,
+    PatchStoreSource,
+    build_source,
+)
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DemoSource",
+    "EvalItem",
+    "EvalSet",
+    "FolderSource",
+    "ImageSource",
+    "PairedSource",
+    "PatchStoreReader",
+    "PatchStoreSource",
+    "TrainPatchDataset",
+    "augment_aligned",
+    "build_eval_set",
+    "build_source",
+    "build_train_dataset",
+    "crop_aligned",
+    "eval_seed",
+    "image_size",
+    "list_images",
+    "mod_crop",
+    "prepare_patch_store",
+    "random_crop_params",
+    "read_image",
+]

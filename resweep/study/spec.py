@@ -1,0 +1,252 @@
+"""The study file: what to vary, how to search, what to optimise, with what resources.
+
+Validated completely before any trial starts: every trial configuration a grid or variant
+list produces is built, and every distribution is probed at its bounds, so a bad path or
+value is reported with the path of the bad field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from resweep.config import ExperimentConfig, config_path_exists, read_yaml
+from resweep.errors import ConfigError
+from resweep.search_spaces import (
+    Distribution,
+    Grid,
+    condition_holds,
+    expand_grid,
+    probe_values,
+    sample_random,
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Objective(_Strict):
+    metric: str = Field(description="a reported metric, e.g. eval.Set5.psnr_y or time_per_step")
+    mode: Literal["max", "min"] = "max"
+
+
+class SearchConfig(_Strict):
+    algorithm: Literal["grid", "random", "optuna_tpe", "optuna_multi"] = "grid"
+    num_samples: int = Field(8, ge=1, description="configurations drawn (random, optuna); each runs once per seed")
+    seed: int = Field(0, description="seed of the search algorithm itself")
+    optuna_storage: str | None = Field(
+        None, description="'sqlite' for <study>/optuna.db, or a database URL, so optuna-dashboard can open it"
+    )
+
+
+class SchedulerConfig(_Strict):
+    kind: Literal["none", "asha", "hyperband"] = "none"
+    grace_period: int | None = Field(None, ge=1, description="iterations before a trial may be stopped")
+    reduction_factor: float = Field(3, gt=1)
+
+
+class BudgetConfig(_Strict):
+    max_trials: int | None = Field(None, ge=1, description="cap on the number of trials")
+    time_limit_s: float | None = Field(None, gt=0, description="stop launching/continue trials after this")
+    max_concurrent: int | None = Field(None, ge=1, description="default: as many as resources allow")
+
+
+class ResourcesConfig(_Strict):
+    workers: int = Field(1, ge=1, description="Ray Train workers (DDP) per trial")
+    cpus_per_worker: float = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0, description="fractions let small trials share a GPU")
+    in_process: bool = Field(
+        True, description="with one worker, train in the trial process (skips the nested worker group)"
+    )
+
+
+class FailureSettings(_Strict):
+    max_failures: int = Field(1, ge=0, description="retries of an errored trial from its last checkpoint")
+
+
+class Variant(_Strict):
+    """A named configuration: one row of an ablation table."""
+
+    label: str
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class PaperReference(_Strict):
+    table: str
+    setting: str = ""
+    metric: str = "psnr"
+    values: dict[str, float | Literal["collapse"] | None] = Field(default_factory=dict)
+
+
+class StudyConfig(_Strict):
+    name: str
+    description: str = ""
+    base: ExperimentConfig = Field(default_factory=ExperimentConfig)
+    space: dict[str, Distribution] = Field(default_factory=dict)
+    variants: list[Variant] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    objectives: list[Objective] = Field(
+        default_factory=lambda: [Objective(metric="loss.total", mode="min")], min_length=1
+    )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    failure: FailureSettings = Field(default_factory=FailureSettings)
+    storage: str | None = Field(
+        None, description="Ray Tune storage: local path or URI (s3://, gs://); default: the study folder"
+    )
+    baseline: str | None = Field(None, description="variant label (or knob=value) that Δ is measured against")
+    paper: PaperReference | None = None
+    paper_schedule: dict[str, Any] = Field(
+        default_factory=dict, description="overrides that restore the paper's full training schedule"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> StudyConfig:
+        labels = [v.label for v in self.variants]
+        if len(set(labels)) != len(labels):
+            raise ValueError("variant labels must be unique")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds must be unique")
+        if self.search.algorithm == "optuna_multi" and len(self.objectives) < 2:
+            raise ValueError("search.algorithm optuna_multi needs two or more objectives")
+        if self.search.algorithm not in ("optuna_multi",) and len(self.objectives) > 1 and self.scheduler.kind != "none":
+            raise ValueError("schedulers (ASHA, HyperBand) optimise one objective: list one, or use scheduler none")
+        if self.search.algorithm.startswith("optuna") and self.variants:
+            raise ValueError("named variants need search.algorithm grid or random")
+        if self.search.algorithm.startswith("optuna") and any(isinstance(d, Grid) for d in self.space.values()):
+            raise ValueError("'grid' values need search.algorithm grid or random; use 'choice' with Optuna")
+        return self
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def knobs(self) -> list[str]:
+        """Every config path a trial may change (space and variants), seed excluded."""
+        paths = list(self.space)
+        for variant in self.variants:
+            paths.extend(p for p in variant.overrides if p not in paths)
+        return paths
+
+    @property
+    def primary(self) -> Objective:
+        return self.objectives[0]
+
+    def trial_configs(self) -> list[dict[str, Any]]:
+        """Grid/random: the explicit list of trials, ``{"label", "params", "seed"}`` each."""
+        base = self.base.to_dict()
+        if self.search.algorithm == "grid":
+            combos = expand_grid(self.space, base) if self.space else [{}]
+        elif self.search.algorithm == "random":
+            combos = sample_random(self.space, self.search.num_samples, self.search.seed, base)
+        else:
+            raise ValueError("trial_configs is for grid and random studies")
+        variants = self.variants or [Variant(label="", overrides={})]
+        trials = []
+        for variant in variants:
+            for params in combos:
+                for seed in self.seeds:
+                    trials.append(
+                        {"label": variant.label, "params": {**variant.overrides, **params}, "seed": seed}
+                    )
+        if self.budget.max_trials is not None:
+            trials = trials[: self.budget.max_trials]
+        return trials
+
+    def experiment_for(self, params: dict[str, Any], seed: int) -> ExperimentConfig:
+        return self.base.with_overrides({**params, "train.seed": seed}, source=f"study '{self.name}'")
+
+    def validate_trials(self) -> None:
+        """Build every trial config (grid/random) or probe every distribution's bounds (Optuna)."""
+        for path, dist in self.space.items():
+            if not config_path_exists(path):
+                raise ConfigError(f"unknown config path '{path}'", field=f"space.{path}")
+            for cond in dist.when or {}:
+                if not config_path_exists(cond):
+                    raise ConfigError(f"unknown config path '{cond}' in 'when'", field=f"space.{path}.when")
+        for i, variant in enumerate(self.variants):
+            for path in variant.overrides:
+                if not config_path_exists(path):
+                    raise ConfigError(
+                        f"unknown config path '{path}'", field=f"variants[{i}].overrides.{path}"
+                    )
+        if self.search.algorithm in ("grid", "random"):
+            trials = self.trial_configs()
+            if not trials:
+                raise ConfigError("the study has no trials", field="space")
+            for trial in trials:
+                try:
+                    self.experiment_for(trial["params"], trial["seed"])
+                except ConfigError as exc:
+                    raise ConfigError(
+                        f"trial {trial['params']} (seed {trial['seed']}) is not a valid config: {exc}",
+                        field="space",
+                    ) from None
+        else:
+            base = self.base.to_dict()
+            for path, dist in self.space.items():
+                for value in probe_values(dist):
+                    params = {path: value}
+                    for cond, cond_value in (dist.when or {}).items():
+                        params.setdefault(cond, cond_value)
+                    if not condition_holds(dist, params, base):
+                        continue
+                    try:
+                        self.base.with_overrides(params)
+                    except ConfigError as exc:
+                        raise ConfigError(f"value {value!r} is not valid: {exc}", field=f"space.{path}") from None
+        for objective in self.objectives:
+            if not objective.metric:
+                raise ConfigError("empty metric name", field="objectives")
+
+
+def _resolve_base(data: dict[str, Any], study_path: Path) -> dict[str, Any]:
+    """``base`` may be inline or a path to an experiment YAML (relative to the study file);
+    ``overrides`` (dotted) are applied on top."""
+    from resweep.config import set_dotted
+
+    base = data.get("base", {})
+    if isinstance(base, str):
+        base_path = (study_path.parent / base) if not Path(base).is_absolute() else Path(base)
+        base = read_yaml(base_path)
+    if not isinstance(base, dict):
+        raise ConfigError("'base' must be a mapping or a path to a config file", source=str(study_path), field="base")
+    overrides = data.pop("overrides", None) or {}
+    for path, value in overrides.items():
+        set_dotted(base, path, value, source=str(study_path))
+    return base
+
+
+def load_study(path: str | Path, *, paper_schedule: bool = False) -> StudyConfig:
+    path = Path(path)
+    data = read_yaml(path)
+    data["base"] = _resolve_base(data, path)
+    return study_from_dict(data, source=str(path), paper_schedule=paper_schedule)
+
+
+def study_from_dict(data: dict[str, Any], *, source: str = "<study>", paper_schedule: bool = False) -> StudyConfig:
+    from resweep.config import _config_error
+
+    if paper_schedule and data.get("paper_schedule"):
+        from resweep.config import set_dotted
+
+        data = dict(data)
+        for key, value in data["paper_schedule"].items():
+            set_dotted(data["base"], key, value, source=source)
+    try:
+        study = StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        raise _config_error(exc, source) from None
+    try:
+        study.validate_trials()
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=source, field=exc.field) from None
+    return study
+
+
+def study_to_yaml(study: StudyConfig) -> str:
+    return yaml.safe_dump(study.model_dump(mode="json"), sort_keys=False)
