@@ -14,17 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from resweep.config import DatasetSpec, ExperimentConfig
 from resweep.data.sources import ImageSource, PairedSource, build_source
 from resweep.degradations.tasks import Task
 from resweep.errors import DataError
+
+if TYPE_CHECKING:
+    # Annotations only: resweep.config imports the methods package, which may import us.
+    from resweep.config import DatasetSpec, ExperimentConfig
 
 __all__ = [
     "EvalItem",

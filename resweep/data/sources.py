@@ -11,15 +11,18 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 
-from resweep.config import DatasetSpec
 from resweep.data.images import image_size, list_images, read_image
 from resweep.data.patch_store import PatchStoreReader
 from resweep.errors import DataError
+
+if TYPE_CHECKING:
+    # Annotations only: resweep.config imports the methods package, which may import us.
+    from resweep.config import DatasetSpec
 
 __all__ = [
     "DEMO_EVAL",

@@ -8,14 +8,17 @@ device, so the same seed gives the same LQ image on any device and in any proces
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
-from resweep.config import TaskConfig
 from resweep.degradations.imresize import bicubic_downsample, bicubic_upsample
 from resweep.registry import Registry
+
+if TYPE_CHECKING:
+    # Annotations only: resweep.config imports the methods package, which may import us.
+    from resweep.config import TaskConfig
 
 __all__ = [
     "TASKS",
