@@ -284,6 +284,18 @@ def test_weights_from_env(no_weights: Path, tmp_path: Path, monkeypatch: pytest.
     assert not any("RANDOM" in n for n in spn.notes())
 
 
+def test_safetensors_and_nested_files(tmp_path: Path) -> None:
+    safetensors = pytest.importorskip("safetensors.torch")
+    head = _vgg_head_state(seed=2)
+    x = torch.rand(1, 3, 8, 8)
+    ref = VGGFeatures(layers=("relu2_2",), weights=_save_layout(tmp_path / "a.pth", "timm", head))(x)
+    safetensors.save_file(head, str(tmp_path / "model.safetensors"))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in head.items()}}, tmp_path / "nested.pth")
+    for name in ("model.safetensors", "nested.pth"):
+        out = VGGFeatures(layers=("relu2_2",), weights=tmp_path / name)(x)
+        assert torch.equal(out["relu2_2"], ref["relu2_2"]), name
+
+
 def test_allow_random_is_recorded(no_weights: Path) -> None:
     spn, _ = _build(SPNConfig(negative_step_set=[5], allow_random_features=True))
     assert spn.features is not None and spn.features.random_weights

@@ -1,0 +1,441 @@
+"""Analysis layer: ablation tables checked against an independent computation from the raw
+Parquet files (plain Python loops, no pandas), escaping, partial studies, the report files.
+
+The synthetic study: 3 knob values x 3 seeds x 2 sets x 5 images, evaluated at iterations 50
+and 100; one trial diverged after its first evaluation, one is still running (evaluated once).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from resweep.analysis import StudyFolderError, ablation_table, build_report, load_study, pareto_mask
+from resweep.analysis.stats import bootstrap_many, paired_bootstrap_ci
+
+KNOB = "methods.spn.alpha"
+SETS = ("Set5", "Urban_100")
+IMAGES = ("baby", "bird", "butterfly", "head", "woman")
+SEEDS = (0, 1, 2)
+EVAL_ITERS = (50, 100)
+METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")
+N_BOOT, BOOT_SEED, CI = 2000, 0, 0.95
+SCRIPT = "<script>alert(1)</script>"
+
+
+# --------------------------------------------------------------------------- synthetic study
+def make_study(
+    root: Path,
+    rows: list[tuple[str, dict[str, Any]]],
+    *,
+    statuses: dict[tuple[int, int], str] | None = None,
+    name: str = "spn alpha",
+    baseline: str | None = None,
+    paper: dict[str, Any] | None = None,
+    objectives: list[dict[str, str]] | None = None,
+    knobs: list[str] | None = None,
+    task: dict[str, Any] | None = None,
+    seed: int = 1234,
+) -> Path:
+    """Write a study folder the way resweep.study.results does (row dicts -> pyarrow)."""
+    rng = np.random.default_rng(seed)
+    statuses = statuses or {}
+    image_effect = {img: float(rng.normal(0, 2)) for img in IMAGES}
+    trials, curves, per_image = [], [], []
+    for r, (label, params) in enumerate(rows):
+        for s in SEEDS:
+            tid = f"t{r}_{s}"
+            status = statuses.get((r, s), "finished")
+            evals = EVAL_ITERS if status == "finished" else EVAL_ITERS[:1]
+            last: dict[str, float] = {}
+            for it in evals:
+                for set_ in SETS:
+                    acc = {m: [] for m in METRICS}
+                    for img in IMAGES:
+                        psnr = 28 + 0.25 * r + image_effect[img] + 0.1 * s + 0.5 * (it == 100) + rng.normal(0, 0.3)
+                        ssim = 0.80 + 0.01 * r + rng.normal(0, 0.01)
+                        rec = {"trial_id": tid, "iteration": it, "set": set_, "image": img,
+                               "psnr": psnr, "ssim": ssim, "psnr_y": psnr + 1.0, "ssim_y": ssim + 0.01,
+                               "psnr_baseline": 25 + image_effect[img], "ssim_baseline": 0.7,
+                               "psnr_y_baseline": 26 + image_effect[img], "ssim_y_baseline": 0.71}
+                        per_image.append(rec)
+                        for m in METRICS:
+                            acc[m].append(rec[m])
+                    for m in METRICS:
+                        last[f"eval.{set_}.{m}"] = sum(acc[m]) / len(acc[m])
+                curves.append({"trial_id": tid, "iteration": it, **last, "loss.total": 1.0 / it + 0.01 * r,
+                               "lr": 1e-3, "time_per_step": 0.01, "eco.alpha": float(r), "status": "ok"})
+            for it in range(10, (evals[-1] if status != "diverged" else 60) + 1, 10):
+                if it not in evals:
+                    curves.append({"trial_id": tid, "iteration": it, "loss.total": 1.0 / it + 0.01 * r,
+                                   "lr": 1e-3, "time_per_step": 0.01, "eco.alpha": float(r),
+                                   "status": "diverged" if status == "diverged" and it == 60 else "ok"})
+            row = {"trial_id": tid, "label": label, "seed": s, "status": status,
+                   "error": "loss diverged: nan" if status == "diverged" else None,
+                   "iterations": evals[-1], "time_total_s": 12.5}
+            for k, v in params.items():
+                row[f"param.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
+                row[f"config.{k}"] = row[f"param.{k}"]
+            row["config.task.kind"] = "sr"
+            for k, v in last.items():
+                row[f"final.{k}"] = v
+                row[f"best.{k}"] = v
+            row["final.time_per_step"] = 0.01 + 0.001 * r
+            row["final.loss.total"] = 0.001 * (r + 1)
+            trials.append(row)
+    root.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(trials), root / "trials.parquet")
+    pq.write_table(pa.Table.from_pylist(curves), root / "curves.parquet")
+    pq.write_table(pa.Table.from_pylist(per_image), root / "per_image.parquet")
+    has_labels = any(label for label, _ in rows)
+    meta = {
+        "name": name, "description": "synthetic", "knobs": knobs if knobs is not None else sorted({k for _, p in rows for k in p}),
+        "seeds": list(SEEDS), "objectives": objectives or [{"metric": "eval.Set5.psnr_y", "mode": "max"}],
+        "baseline": baseline, "variants": [label for label, _ in rows] if has_labels else [],
+        "paper": paper, "iterations": 100, "total_trials": len(rows) * len(SEEDS),
+        "task": task or {"kind": "sr", "scale": 4},
+    }
+    (root / "study.json").write_text(json.dumps(meta))
+    return root
+
+
+ALPHA_ROWS = [("", {KNOB: 0.0}), ("", {KNOB: 0.5}), ("", {KNOB: 1.0})]
+ALPHA_STATUS = {(2, 2): "diverged", (1, 1): "running"}
+
+
+@pytest.fixture(scope="module")
+def alpha_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_study(tmp_path_factory.mktemp("alpha") / "study", ALPHA_ROWS, statuses=ALPHA_STATUS)
+
+
+@pytest.fixture(scope="module")
+def variant_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rows = [("base", {KNOB: 0.0}), (SCRIPT, {KNOB: 0.5}), ("w/o skip_50% & more", {KNOB: 1.0}),
+            ("all_gone", {KNOB: 2.0})]
+    statuses = {(3, s): "diverged" for s in SEEDS}
+    paper = {"table": "Tab. 3", "setting": "Set5 x4", "metric": "psnr",
+             "values": {"base": 32.1, SCRIPT: 32.4, "all_gone": "collapse"}}
+    return make_study(tmp_path_factory.mktemp("variants") / "study", rows, statuses=statuses,
+                      name="abl_study & 100% <b>bold</b>", baseline="base", paper=paper)
+
+
+# --------------------------------------------------------------------------- independent reference
+def _read(path: Path) -> list[dict[str, Any]]:
+    return pq.read_table(path).to_pylist()
+
+
+def ref_cells(study: Path, key: str) -> dict[float, dict[str, Any]]:
+    """Per knob value: mean, sample std (ddof=1) over seeds, n, counts -- from trials.parquet."""
+    out: dict[float, dict[str, Any]] = {}
+    for row in _read(study / "trials.parquet"):
+        cell = out.setdefault(row[f"param.{KNOB}"], {"values": [], "status": []})
+        cell["status"].append(row["status"])
+        if row["status"] == "finished":
+            cell["values"].append(row[f"final.{key}"])
+    for cell in out.values():
+        v = cell["values"]
+        n = len(v)
+        mean = sum(v) / n if n else math.nan
+        cell["n"] = n
+        cell["mean"] = mean
+        cell["std"] = math.sqrt(sum((x - mean) ** 2 for x in v) / (n - 1)) if n > 1 else math.nan
+    return out
+
+
+def ref_pairs(study: Path, set_: str, metric: str, value: float, base_value: float) -> list[float]:
+    """Paired differences over (seed, image), ordered by seed then image, at each trial's last
+    evaluated iteration, finished trials only."""
+    trials = {r["trial_id"]: r for r in _read(study / "trials.parquet")}
+    rows = _read(study / "per_image.parquet")
+    last: dict[str, int] = {}
+    for r in rows:
+        last[r["trial_id"]] = max(last.get(r["trial_id"], -1), r["iteration"])
+    final: dict[tuple[float, int, str], float] = {}
+    for r in rows:
+        t = trials[r["trial_id"]]
+        if t["status"] == "finished" and r["iteration"] == last[r["trial_id"]] and r["set"] == set_:
+            final[(t[f"param.{KNOB}"], t["seed"], r["image"])] = r[metric]
+    diffs = []
+    for seed in sorted(SEEDS):
+        for img in sorted(IMAGES):
+            a, b = final.get((value, seed, img)), final.get((base_value, seed, img))
+            if a is not None and b is not None:
+                diffs.append(a - b)
+    return diffs
+
+
+def ref_bootstrap(diffs: list[float], n_boot: int = N_BOOT, seed: int = BOOT_SEED, ci: float = CI) -> tuple[float, float]:
+    """Percentile bootstrap by plain loops: one scalar draw per resampled pair."""
+    rng = np.random.default_rng(seed)
+    n = len(diffs)
+    means = []
+    for _ in range(n_boot):
+        total = 0.0
+        for _ in range(n):
+            total += diffs[int(rng.integers(0, n))]
+        means.append(total / n)
+    means.sort()
+
+    def quantile(q: float) -> float:  # linear interpolation between order statistics
+        h = (len(means) - 1) * q
+        lo = math.floor(h)
+        hi = min(lo + 1, len(means) - 1)
+        return means[lo] + (h - lo) * (means[hi] - means[lo])
+
+    alpha = (1 - ci) / 2
+    return quantile(alpha), quantile(1 - alpha)
+
+
+# --------------------------------------------------------------------------- tests: values
+def test_ablation_values_match_independent_computation(alpha_study: Path) -> None:
+    df = ablation_table(alpha_study)
+    assert df.attrs["ddof"] == 1
+    assert list(df["param." + KNOB]) == ["0", "0.5", "1"]
+    assert bool(df.loc[0, "baseline"])  # no baseline in study.json: the knob-off row
+    for set_ in SETS:
+        for metric in ("psnr_y", "ssim_y"):  # SR task: Y channel by default
+            key = f"eval.{set_}.{metric}"
+            ref = ref_cells(alpha_study, key)
+            for i, value in enumerate((0.0, 0.5, 1.0)):
+                assert df.loc[i, f"{key}:n"] == ref[value]["n"]
+                assert df.loc[i, f"{key}:mean"] == pytest.approx(ref[value]["mean"], abs=1e-12)
+                assert df.loc[i, f"{key}:std"] == pytest.approx(ref[value]["std"], abs=1e-12)
+            for i, value in enumerate((0.5, 1.0), start=1):
+                diffs = ref_pairs(alpha_study, set_, metric, value, 0.0)
+                assert len(diffs) == 10  # 2 finished seeds x 5 images
+                low, high = ref_bootstrap(diffs)
+                assert df.loc[i, f"{key}:pairs"] == len(diffs)
+                assert df.loc[i, f"{key}:delta"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-12)
+                assert df.loc[i, f"{key}:ci_low"] == pytest.approx(low, abs=1e-9)
+                assert df.loc[i, f"{key}:ci_high"] == pytest.approx(high, abs=1e-9)
+                assert bool(df.loc[i, f"{key}:sig"]) == (low > 0 or high < 0)
+
+
+def test_counts_of_a_partial_study(alpha_study: Path) -> None:
+    df = ablation_table(alpha_study)
+    assert list(df["trials"]) == [3, 3, 3]
+    assert list(df["finished"]) == [3, 2, 2]
+    assert list(df["running"]) == [0, 1, 0]
+    assert list(df["diverged"]) == [0, 0, 1]
+    assert any("partial study: 7 of 9 trials finished" in n for n in df.attrs["notes"])
+    from resweep.analysis.tables import to_markdown
+
+    md = to_markdown(df)
+    header = md.splitlines()[2]
+    assert "n" in header and "diverged" in header and "running" in header
+    assert "partial study" in md
+
+
+def test_significance_mark_rendered(alpha_study: Path) -> None:
+    from resweep.analysis.tables import to_html, to_markdown
+
+    df = ablation_table(alpha_study)
+    key = "eval.Set5.psnr_y"
+    d = df.loc[2, f"{key}:delta"]  # alpha=1: +0.5 dB by construction, clearly significant
+    assert bool(df.loc[2, f"{key}:sig"])
+    assert f"{d:+.2f}\\*" in to_markdown(df)
+    assert f'<td class="better num">{d:+.2f}*</td>' in to_html(df)
+
+
+def test_explicit_baseline_metric_and_sets(alpha_study: Path) -> None:
+    df = ablation_table(alpha_study, metric="psnr", sets=["Set5"], baseline="alpha=0.5")
+    assert [c for c in df.columns if c.endswith(":mean")] == ["eval.Set5.psnr:mean"]
+    assert bool(df.loc[1, "baseline"]) and df.attrs["baseline_reason"].startswith("requested")
+    diffs = ref_pairs(alpha_study, "Set5", "psnr", 0.0, 0.5)
+    assert df.loc[0, "eval.Set5.psnr:delta"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-12)
+    with pytest.raises(ValueError, match="matches no row"):
+        ablation_table(alpha_study, baseline="alpha=7")
+    with pytest.raises(ValueError, match="unknown evaluation set"):
+        ablation_table(alpha_study, sets=["Nope"])
+    # non-per-image metric: Δ is the difference of the cell means, no interval
+    df = ablation_table(alpha_study, metric="time_per_step")
+    assert df.loc[1, "time_per_step:delta"] == pytest.approx(0.001)
+    assert not df["time_per_step:sig"].any()
+
+
+def test_denoising_uses_rgb(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "dn", ALPHA_ROWS, task={"kind": "denoise", "sigma": 25})
+    df = ablation_table(study)
+    assert "eval.Set5.psnr:mean" in df.columns and "eval.Set5.psnr_y:mean" not in df.columns
+
+
+def test_bootstrap_vectorised_equals_loop() -> None:
+    rng = np.random.default_rng(5)
+    for n in (2, 7, 15):
+        d = rng.normal(0.1, 1, size=n).tolist()
+        low, high = ref_bootstrap(d, n_boot=500, seed=3)
+        res = paired_bootstrap_ci(d, n_boot=500, seed=3)
+        assert (res.low, res.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+    # batching groups of equal size changes nothing
+    groups = [rng.normal(size=7) for _ in range(3)] + [rng.normal(size=4)]
+    batched = bootstrap_many(groups, n_boot=300, seed=1)
+    for g, res in zip(groups, batched, strict=True):
+        one = paired_bootstrap_ci(g, n_boot=300, seed=1)
+        assert (res.low, res.high, res.mean) == pytest.approx((one.low, one.high, one.mean), abs=1e-12)
+    assert math.isnan(paired_bootstrap_ci([1.0]).low)  # one pair: no interval
+
+
+def test_pareto_mask() -> None:
+    v = np.array([[1, 5], [2, 4], [1.5, 3], [3, 1], [np.nan, 9], [3, 1]])
+    assert pareto_mask(v, ["max", "max"]).tolist() == [True, True, False, True, False, True]
+    assert pareto_mask(v, ["min", "min"]).tolist() == [True, False, True, True, False, True]
+
+
+# --------------------------------------------------------------------------- tests: rendering
+def test_collapse_paper_and_escaping(variant_study: Path, tmp_path: Path) -> None:
+    report = build_report(variant_study, out_dir=tmp_path / "rep")
+    df = report.tables["ablation"]
+    assert list(df["row"]) == ["base", SCRIPT, "w/o skip_50% & more", "all_gone"]
+    assert df.attrs["baseline_reason"] == "study baseline 'base'"
+    gone = df.index[df["row"] == "all_gone"][0]
+    assert df.loc[gone, "eval.Set5.psnr_y:cell"] == "collapse"
+    assert list(df["paper"]) == [32.1, 32.4, None, "collapse"]
+
+    tables = tmp_path / "rep" / "tables"
+    md, tex, html = ((tables / f"ablation.{ext}").read_text() for ext in ("md", "tex", "html"))
+    index = report.index_path.read_text()
+    for text in (md, html, index, (tables / "trials.html").read_text()):
+        assert SCRIPT not in text
+        assert "<b>bold</b>" not in text
+    for text in (html, index):
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+        assert "abl_study &amp; 100% &lt;b&gt;bold&lt;/b&gt;" in text
+    assert "collapse" in md and "collapse" in tex and '<td class="collapse num">collapse</td>' in html
+    # LaTeX: _, %, & escaped in labels and in the study name; booktabs rules
+    assert r"w/o skip\_50\% \& more" in tex
+    assert r"abl\_study \& 100\% \textless{}b\textgreater{}bold" in tex
+    assert r"\textless{}script\textgreater{}alert(1)" in tex
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    body = tex.split("\\midrule")[1].split("\\bottomrule")[0]
+    assert not re.search(r"(?<!\\)[_%#]", body)  # no unescaped specials in the rows
+    n_cells = {len(re.findall(r"(?<!\\)&", line)) for line in body.strip().splitlines()}
+    assert len(n_cells) == 1  # every row has the same number of cells (no stray alignment &)
+    # paper column beside ours
+    assert "paper Tab. 3" in md and "paper Tab. 3" in html and "paper Tab. 3" in tex
+    assert "32.40" in md and "32.10" in html
+
+
+def test_markdown_escapes_pipes_and_html(tmp_path: Path) -> None:
+    from resweep.analysis.tables import md_escape
+
+    assert md_escape("a|b") == "a\\|b"
+    assert md_escape("<i>x</i>") == "&lt;i&gt;x&lt;/i&gt;"
+    study = make_study(tmp_path / "p", [("a|b", {KNOB: 0.0}), ("c", {KNOB: 1.0})])
+    md = build_report(study).index_path.parent.joinpath("tables", "ablation.md").read_text()
+    header_cells = md.splitlines()[2].count(" | ")
+    for line in md.splitlines()[4:6]:
+        assert line.replace("\\|", "").count(" | ") == header_cells
+
+
+def test_report_files_and_dashboard(alpha_study: Path, tmp_path: Path) -> None:
+    report = build_report(alpha_study, out_dir=tmp_path / "out")
+    assert report.index_path == tmp_path / "out" / "index.html"
+    for name in ("ablation.md", "ablation.tex", "ablation.html", "ablation.csv", "trials.csv",
+                 "trials.html", "image_ranking.csv"):
+        assert (tmp_path / "out" / "tables" / name).is_file(), name
+    page = report.index_path.read_text()
+    assert not re.search(r"<script[^>]+src=", page)  # plotly.js inline, nothing fetched
+    assert not re.search(r"<link[^>]+href=\"?https?:", page)
+    assert "https://cdn" not in "".join(re.findall(r"<script[^>]*>", page))
+    for fig in ("fig-curves", "fig-parcoords", "fig-delta"):
+        assert f'Plotly.newPlot("{fig}"' in page
+    assert "eval.save_images" in page  # no saved outputs: the TODO note, not invented pixels
+    assert "skipped: 1 knob(s) vary" in page  # importance needs 2 knobs
+    assert 'id="ablation"' in page
+    assert set(report.tables) >= {"ablation", "trials", "image_ranking"}
+    ranking = report.tables["image_ranking"]
+    assert set(ranking["kind"]) <= {"gain", "loss"} and len(ranking) <= 10
+
+
+def test_default_out_dir_and_cli_contract(alpha_study: Path) -> None:
+    report = build_report(str(alpha_study))
+    assert report.index_path == alpha_study / "report" / "index.html"
+    assert report.index_path.is_file()
+
+
+def test_importance_and_pareto_with_two_knobs(tmp_path: Path) -> None:
+    rows = [("", {KNOB: a, "model.channels": ch}) for a in (0.0, 0.5, 1.0) for ch in ([32, 32], [64, 64])]
+    objectives = [{"metric": "eval.Set5.psnr_y", "mode": "max"}, {"metric": "time_per_step", "mode": "min"}]
+    study = make_study(tmp_path / "two", rows, objectives=objectives)
+    report = build_report(study)
+    df = report.tables["ablation"]
+    assert len(df) == 6 and list(df["param.model.channels"][:2]) == ["[32, 32]", "[64, 64]"]
+    imp = report.tables["importance"]
+    assert set(imp["knob"]) == {KNOB, "model.channels"}
+    assert imp["eval.Set5.psnr_y"].sum() == pytest.approx(1.0)
+    pareto = report.tables["pareto"]
+    assert len(pareto) >= 1
+    page = report.index_path.read_text()
+    assert 'Plotly.newPlot("fig-importance"' in page and 'Plotly.newPlot("fig-pareto"' in page
+
+
+def test_saved_images_give_crops(tmp_path: Path) -> None:
+    from PIL import Image
+
+    study = make_study(tmp_path / "img", ALPHA_ROWS)
+    rng = np.random.default_rng(0)
+    for set_ in SETS:
+        for img in IMAGES:
+            gt = rng.integers(0, 255, size=(40, 48, 3), dtype=np.uint8)
+            folders = {"_gt": gt, "_baseline": gt // 2}
+            for r in range(3):
+                for s in SEEDS:
+                    folders[f"t{r}_{s}"] = np.clip(gt.astype(int) + rng.integers(-20, 20, gt.shape) // (r + 1), 0, 255)
+            for folder, arr in folders.items():
+                path = study / "images" / folder / set_ / f"{img}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(arr.astype(np.uint8)).save(path)
+    page = build_report(study).index_path.read_text()
+    assert page.count('src="data:image/png;base64,') >= 4
+    assert "ground truth" in page
+
+
+# --------------------------------------------------------------------------- tests: errors
+def test_missing_study_dir(tmp_path: Path) -> None:
+    with pytest.raises(StudyFolderError, match="study folder not found"):
+        load_study(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError):  # also a FileNotFoundError for callers
+        build_report(tmp_path / "nope")
+
+
+def test_missing_trials_parquet(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "study.json").write_text("{}")
+    with pytest.raises(StudyFolderError, match=r"trials\.parquet is missing"):
+        ablation_table(tmp_path / "s")
+
+
+def test_missing_study_json(alpha_study: Path, tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "trials.parquet").write_bytes((alpha_study / "trials.parquet").read_bytes())
+    with pytest.raises(StudyFolderError, match=r"study\.json is missing"):
+        build_report(tmp_path / "s")
+
+
+def test_only_trials_file(alpha_study: Path, tmp_path: Path) -> None:
+    """A study copied without curves/per-image files still gives a table, with notes."""
+    (tmp_path / "s").mkdir()
+    for name in ("trials.parquet", "study.json"):
+        (tmp_path / "s" / name).write_bytes((alpha_study / name).read_bytes())
+    report = build_report(tmp_path / "s")
+    df = report.tables["ablation"]
+    assert df["eval.Set5.psnr_y:pairs"].eq(0).all()
+    ref = ref_cells(alpha_study, "eval.Set5.psnr_y")
+    assert df.loc[1, "eval.Set5.psnr_y:delta"] == pytest.approx(ref[0.5]["mean"] - ref[0.0]["mean"])
+    assert any("per_image.parquet is missing" in n for n in df.attrs["notes"])
+
+
+def test_empty_trials_file(tmp_path: Path) -> None:
+    (tmp_path / "s").mkdir()
+    pq.write_table(pa.table({}), tmp_path / "s" / "trials.parquet")
+    (tmp_path / "s" / "study.json").write_text(json.dumps({"name": "empty", "variants": ["a", "b"]}))
+    df = build_report(tmp_path / "s").tables["ablation"]
+    assert list(df["row"]) == ["a", "b"] and list(df["trials"]) == [0, 0]
