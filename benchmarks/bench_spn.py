@@ -9,7 +9,9 @@ negative); SPN K=4 with the other choice (one VGG pass over the K negatives conc
 and SPN computed the authors' way (φ(ŷ) recomputed for every negative) for the same K values.
 
 Timing: steps of all variants alternate round-robin (so load from other processes on a shared
-machine hits them alike); the median per variant is reported with its ratio to vanilla.
+machine hits them alike). On CPU the cost is the median CPU time of this process per step
+(robust to other processes competing for the cores; wall-clock median and minimum are printed
+beside it), on CUDA the median wall time; ratios are to vanilla.
 FLOPs: ``torch.utils.flop_counter.FlopCounterMode`` counts one step of each variant (convs and
 matmuls, forward and backward), and the least possible cost is assembled from components:
 vanilla step + K negative forwards + (K+1) VGG forwards + 1 VGG backward (ours) vs
@@ -95,7 +97,8 @@ class Variant:
             "gt": torch.rand(args.batch, 3, p * s, p * s, generator=g).to(self.device),
         }
         self.iteration = 0
-        self.times: list[float] = []
+        self.times: list[float] = []  # wall seconds per step
+        self.cpu_times: list[float] = []  # this process's CPU seconds per step
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.cuda:
@@ -128,11 +131,17 @@ class Variant:
     def timed_step(self) -> None:
         if self.cuda:
             torch.cuda.synchronize(self.device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         self.step()
         if self.cuda:
             torch.cuda.synchronize(self.device)
         self.times.append(time.perf_counter() - start)
+        self.cpu_times.append(time.process_time() - cpu)
+
+    def cost(self) -> float:
+        """Median seconds per step: CPU time on CPU (other processes on a shared machine do not
+        inflate it), wall time on CUDA (the GPU's time is what counts there)."""
+        return statistics.median(self.times if self.cuda else self.cpu_times)
 
     def flops(self) -> int:
         with FlopCounterMode(display=False) as counter:
@@ -208,13 +217,23 @@ def main() -> None:
         for v in variants:  # round robin
             v.timed_step()
 
-    base_t = statistics.median(variants[0].times)
+    base_t = variants[0].cost()
     base_f = flops[variants[0].label]
-    print(f"\n{'variant':34s} {'ms/step':>9s} {'x vanilla':>9s} {'GFLOP':>8s} {'x vanilla':>9s}")
+    kind = "wall" if args.device.type == "cuda" else "CPU-time"
+    print(
+        f"\nms/step = median {kind} per step{'' if args.device.type == 'cuda' else ' (wall median/min beside it)'}"
+    )
+    print(
+        f"{'variant':34s} {'ms/step':>9s} {'x vanilla':>9s} {'GFLOP':>8s} {'x vanilla':>9s}"
+        f" {'wall med':>9s} {'wall min':>9s}"
+    )
     for v in variants:
-        t = statistics.median(v.times)
+        t = v.cost()
         f = flops[v.label]
-        print(f"{v.label:34s} {t * 1e3:9.1f} {t / base_t:9.2f} {f / 1e9:8.1f} {f / base_f:9.2f}")
+        print(
+            f"{v.label:34s} {t * 1e3:9.1f} {t / base_t:9.2f} {f / 1e9:8.1f} {f / base_f:9.2f}"
+            f" {statistics.median(v.times) * 1e3:9.1f} {min(v.times) * 1e3:9.1f}"
+        )
 
     parts = component_flops(variants[1])
     print(
@@ -230,8 +249,8 @@ def main() -> None:
     for k in args.ks:
         ours = base_f + k * parts["neg_fwd"] + (k + 1) * parts["vgg_fwd"] + parts["vgg_bwd"]
         theirs = base_f + k * parts["neg_fwd"] + 2 * k * parts["vgg_fwd"] + k * parts["vgg_bwd"]
-        t_ours = statistics.median(by_label[f"SPN K={k}"].times)
-        t_theirs = statistics.median(by_label[f"SPN K={k} authors' way"].times)
+        t_ours = by_label[f"SPN K={k}"].cost()
+        t_theirs = by_label[f"SPN K={k} authors' way"].cost()
         print(
             f"{k:2d} {ours / 1e9:14.1f} GF {theirs / 1e9:6.1f} GF {theirs / ours:11.2f} "
             f"{t_ours * 1e3:8.0f}ms {t_theirs * 1e3:7.0f}ms {t_theirs / t_ours:11.2f}"
@@ -246,7 +265,7 @@ def main() -> None:
         for r in range(args.repeats + 1):
             for mode, times in passes.items():
                 sync()
-                start = time.perf_counter()
+                start = time.process_time() if not variants[0].cuda else time.perf_counter()
                 if mode == "batched":
                     spn.features(torch.cat(negs))
                 else:
@@ -254,14 +273,15 @@ def main() -> None:
                         spn.features(n)
                 sync()
                 if r:  # the first round is a warm-up
-                    times.append(time.perf_counter() - start)
+                    now = time.process_time() if not variants[0].cuda else time.perf_counter()
+                    times.append(now - start)
     print(
         f"\nK={kmax} negatives' VGG pass alone: one per negative "
         f"{statistics.median(passes['per_negative']) * 1e3:.0f} ms, one batched "
         f"{statistics.median(passes['batched']) * 1e3:.0f} ms"
     )
-    t_p = statistics.median(by_label[f"SPN K={kmax}"].times)
-    t_b = statistics.median(by_label[f"SPN K={kmax} batched negatives' VGG"].times)
+    t_p = by_label[f"SPN K={kmax}"].cost()
+    t_b = by_label[f"SPN K={kmax} batched negatives' VGG"].cost()
     print(
         f"\nK={kmax} negatives' VGG features: one pass per negative (default) {t_p * 1e3:.0f} "
         f"ms/step, one batched pass {t_b * 1e3:.0f} ms/step (batched / per-negative = "

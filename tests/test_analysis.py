@@ -79,7 +79,8 @@ def make_study(
                                    "lr": 1e-3, "time_per_step": 0.01, "eco.alpha": float(r),
                                    "status": "diverged" if status == "diverged" and it == 60 else "ok"})
             row = {"trial_id": tid, "label": label, "seed": s, "status": status,
-                   "error": "loss diverged: nan" if status == "diverged" else None,
+                   "error": {"diverged": "loss diverged: nan",
+                             "errored": f"Traceback ...\nValueError: bad {SCRIPT} 50%_&"}.get(status),
                    "iterations": evals[-1], "time_total_s": 12.5}
             for k, v in params.items():
                 row[f"param.{k}"] = json.dumps(v) if isinstance(v, list | dict) else v
@@ -120,7 +121,7 @@ def alpha_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def variant_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     rows = [("base", {KNOB: 0.0}), (SCRIPT, {KNOB: 0.5}), ("w/o skip_50% & more", {KNOB: 1.0}),
             ("all_gone", {KNOB: 2.0})]
-    statuses = {(3, s): "diverged" for s in SEEDS}
+    statuses = {**{(3, s): "diverged" for s in SEEDS}, (2, 2): "errored"}
     paper = {"table": "Tab. 3", "setting": "Set5 x4", "metric": "psnr",
              "values": {"base": 32.1, SCRIPT: 32.4, "all_gone": "collapse"}}
     return make_study(tmp_path_factory.mktemp("variants") / "study", rows, statuses=statuses,
@@ -234,6 +235,13 @@ def test_counts_of_a_partial_study(alpha_study: Path) -> None:
     assert "partial study" in md
 
 
+def test_pending_counts_as_running(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "pend", ALPHA_ROWS, statuses={(0, 1): "pending"})
+    df = ablation_table(study)
+    assert list(df["running"]) == [1, 0, 0] and list(df["finished"]) == [2, 3, 3]
+    assert any(n.startswith("partial study: 8 of 9") for n in df.attrs["notes"])
+
+
 def test_significance_mark_rendered(alpha_study: Path) -> None:
     from resweep.analysis.tables import to_html, to_markdown
 
@@ -309,6 +317,9 @@ def test_collapse_paper_and_escaping(variant_study: Path, tmp_path: Path) -> Non
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
         assert "abl_study &amp; 100% &lt;b&gt;bold&lt;/b&gt;" in text
     assert "collapse" in md and "collapse" in tex and '<td class="collapse num">collapse</td>' in html
+    # the errored trial: counted in its own column, its message escaped in the dashboard
+    assert list(df["errored"]) == [0, 0, 1, 0] and "errored" in md.splitlines()[2]
+    assert "ValueError: bad &lt;script&gt;alert(1)&lt;/script&gt; 50%_&amp;" in index
     # LaTeX: _, %, & escaped in labels and in the study name; booktabs rules
     assert r"w/o skip\_50\% \& more" in tex
     assert r"abl\_study \& 100\% \textless{}b\textgreater{}bold" in tex

@@ -395,6 +395,7 @@ def test_teacher_run_then_eco_run(tmp_path: Path) -> None:
     eco_cfg = _config(
         {"run_dir": str(run_dir)},
         images=6,
+        data={"loader_workers": 1},  # the memory-mapped cache goes to a loader process
         train={"iterations": 12, "log_every": 4},
         eval={"every": 6, "max_side": 64, "sets": [{"kind": "folder", "path": str(CSET5)}]},
     )
@@ -482,3 +483,14 @@ def test_study_files_load(path: str) -> None:
             eco = c.methods["eco"]
             if eco.enabled and eco.teacher.kind == "train":
                 assert eco.teacher.train["task"]["scale"] == c.task.scale
+
+
+def test_tiled_teacher_pass_equals_whole_image() -> None:
+    torch.manual_seed(0)
+    model = create_model("edsr_tiny", scale=2).eval()  # receptive radius < 12 LR pixels
+    lq = torch.rand(3, 70, 101)
+    with torch.no_grad():
+        whole = model(lq.unsqueeze(0)).squeeze(0)
+        tiled = cache.teacher_forward(model, lq, 2, tile=32, overlap=24)
+    assert tiled.shape == whole.shape
+    assert (tiled - whole).abs().max() < 1e-5

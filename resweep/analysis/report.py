@@ -28,6 +28,7 @@ from resweep.analysis.tables import (
     compute_ablation,
     html_escape,
     image_ranking,
+    notes_html,
     short_names,
     to_html,
     to_latex,
@@ -117,7 +118,8 @@ def build_report(
         write("pareto.csv", pareto.to_csv(index=False))
 
     page = dash.Page(title=f"Study: {data.name}", subtitle=_subtitle(data, ablation))
-    page.sections.append(dash.Section("ablation", "Ablation table", dash.table_block(to_html(ablation))
+    page.sections.append(dash.Section("ablation", "Ablation table", dash.table_block(to_html(ablation, notes=False))
+                                      + notes_html(ablation)
                                       + '<p class="note">Also in tables/ablation.md, .tex (booktabs), .html, .csv.</p>'))
 
     fig = dash.curves_figure(data, result, colouring, primary)

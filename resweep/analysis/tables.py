@@ -6,8 +6,9 @@ Semantics (also printed under every rendered table):
   the trials whose status is in ``statuses`` (``finished``); several trials of one seed in one
   row are averaged first, so n counts seeds;
 - Δ = mean over matched (seed, image) pairs of (row − baseline row) of the final per-image
-  metric (a trial's rows at its last evaluated iteration); for metrics without per-image
-  values, the difference of the two cell means;
+  metric (a trial's rows at its last evaluated iteration); when a row shares no such pair
+  with the baseline row (metrics without per-image values such as ``time_per_step``, no
+  per_image.parquet, no common seed), the difference of the two cell means, unmarked;
 - ``*`` = the percentile bootstrap CI of that mean Δ (pairs resampled, fixed RNG seed, see
   :mod:`resweep.analysis.stats`) excludes 0;
 - a row whose seeds all diverged reads ``collapse``; counts of finished / running / diverged /
@@ -443,7 +444,7 @@ def compute_ablation(
     table = pd.concat([table, pd.DataFrame(stats, index=table.index)], axis=1)
     if base_row is not None:
         for c in columns:
-            # metrics without per-image values: Δ of the cell means, no interval
+            # no (seed, image) pair with the baseline: Δ of the cell means, no interval
             no_pairs = table[f"{c.key}:pairs"] == 0
             d = table[f"{c.key}:mean"] - table.at[base_row, f"{c.key}:mean"]
             table.loc[no_pairs, f"{c.key}:delta"] = d[no_pairs]
@@ -649,7 +650,8 @@ def _layout(table: pd.DataFrame) -> _Layout:
         f"({statuses} trials; n = seeds used).",
         f"Δ = mean over (seed, image) pairs of row − baseline row '{attrs.get('baseline_name')}' "
         f"({attrs.get('baseline_reason')}); * = the {pct}% paired bootstrap CI "
-        f"({attrs.get('n_boot')} resamples, seed {attrs.get('seed')}) excludes 0.",
+        f"({attrs.get('n_boot')} resamples, seed {attrs.get('seed')}) excludes 0. Rows with no pair "
+        "(no common seed, or no per-image values): Δ of the cell means, unmarked.",
         "collapse = every seed of the row diverged; diverged seeds are left out of the other means.",
     ]
     if paper:
@@ -757,8 +759,8 @@ def to_latex(table: pd.DataFrame, label: str = "tab:ablation") -> str:
     return "\n".join(out) + "\n"
 
 
-def to_html(table: pd.DataFrame, table_id: str = "ablation") -> str:
-    """An HTML fragment (``<table>`` + notes), every user string escaped."""
+def to_html(table: pd.DataFrame, table_id: str = "ablation", notes: bool = True) -> str:
+    """An HTML fragment (``<table>``, + its notes unless ``notes=False``), every user string escaped."""
     lay = _layout(table)
     out = [f'<table class="ablation" id="{html_escape(table_id)}">',
            f"<caption>{html_escape(lay.caption)}</caption>", "<thead>"]
@@ -790,8 +792,14 @@ def to_html(table: pd.DataFrame, table_id: str = "ablation") -> str:
             tds.append(f"<td{attr}>{html_escape(c.text)}</td>")
         out.append(f'<tr class="{cls}">' + "".join(tds) + "</tr>" if cls else "<tr>" + "".join(tds) + "</tr>")
     out.append("</tbody></table>")
-    out.append('<ul class="table-notes">' + "".join(f"<li>{html_escape(n)}</li>" for n in lay.notes) + "</ul>")
+    if notes:
+        out.append(notes_html(table))
     return "\n".join(out) + "\n"
+
+
+def notes_html(table: pd.DataFrame) -> str:
+    """The notes under an ablation table (semantics, baseline, partial-study counts)."""
+    return '<ul class="table-notes">' + "".join(f"<li>{html_escape(n)}</li>" for n in _layout(table).notes) + "</ul>"
 
 
 def frame_to_html(df: pd.DataFrame, table_id: str, max_rows: int | None = None, classes: str = "plain") -> str:

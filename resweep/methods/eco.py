@@ -72,8 +72,10 @@ class TeacherSpec(BaseModel):
         "in) trained on first use, cached by its hash and shared by every trial",
     )
     use_ema: bool = Field(True, description="use a checkpoint's EMA weights when it has them")
-    tile: int = Field(256, ge=16, description="LR tile side of the teacher pass; larger images are tiled")
-    tile_overlap: int = Field(16, ge=0, description="overlap of neighbouring tiles (averaged)")
+    tile: int = Field(512, ge=16, description="LR tile side of the teacher pass; larger images are tiled")
+    tile_overlap: int = Field(
+        32, ge=0, description="overlap of neighbouring tiles; exact if ≥ 2 × the teacher's receptive radius"
+    )
 
     @field_validator("model")
     @classmethod

@@ -16,6 +16,9 @@ task) and shared by every trial of a sweep::
     <cache_dir>/eco/events.jsonl           one line per hit / computation (which process, when)
     <cache_dir>/eco/teachers/<hash>/       teachers trained from a config (checkpoint.pt, config.yaml)
 
+``cache_dir`` is the run's ``MethodContext.cache_dir``: a study's ``<study>/cache`` (shared by
+its trials), else ``$RESWEEP_CACHE`` or ``~/.cache/resweep``.
+
 One flat file per kind keeps three file descriptors open however many images there are; the
 files are memory-mapped, so a crop reads only its pixels. An entry is written into a temporary
 folder and renamed into place, so a reader never sees a partial entry.
@@ -122,6 +125,17 @@ def read_events(cache_dir: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _fresh_tmp(root: Path, key: str) -> Path:
+    """A new temporary folder for entry ``key``; called under the entry's lock, so any older
+    ``.tmp-<key>-*`` folder is what a killed process left behind, and is removed."""
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".tmp-{key}-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the cache is shared
+    return tmp
 
 
 def _commit_dir(tmp: Path, final: Path) -> None:
@@ -324,8 +338,7 @@ def train_teacher(
                     f"iteration {outcome.iteration}; fix its config (methods.eco.teacher.train)"
                 )
             state = trainer.state_dict()
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
+        tmp = _fresh_tmp(root, key)
         try:
             save_checkpoint(state, tmp)
             config.save(tmp / "config.yaml")
@@ -463,13 +476,16 @@ class MappedImage:
 
 # --------------------------------------------------------------------------- computation
 def teacher_forward(model: nn.Module, lq: Tensor, scale: int, tile: int, overlap: int) -> Tensor:
-    """``model(lq)`` for a ``(3, h, w)`` image, in overlapping LR tiles of side ``tile`` when
-    the image is larger (overlaps averaged), so memory does not grow with the image."""
+    """``model(lq)`` for a ``(3, h, w)`` image, in LR tiles of side ``tile`` when the image is
+    larger, so memory does not grow with the image. Neighbouring tiles overlap by ``overlap``
+    pixels and each keeps only the part at least ``overlap // 2`` from its inner edges, so the
+    result equals a whole-image pass wherever the network's receptive radius is within
+    ``overlap // 2`` (zero padding only ever happens at the image's own border)."""
     c, h, w = lq.shape
     if h <= tile and w <= tile:
         STATS["teacher_forward_passes"] += 1
-        return model(lq.unsqueeze(0)).squeeze(0)
-    stride = max(1, tile - overlap)
+        return model(lq.unsqueeze(0)).squeeze(0).float()
+    stride, half = max(1, tile - overlap), overlap // 2
 
     def starts(n: int) -> list[int]:
         if n <= tile:
@@ -479,17 +495,20 @@ def teacher_forward(model: nn.Module, lq: Tensor, scale: int, tile: int, overlap
             out.append(n - tile)
         return out
 
-    out = torch.zeros(c, h * scale, w * scale, device=lq.device)
-    weight = torch.zeros(1, h * scale, w * scale, device=lq.device)
+    def valid(start: int, size: int, n: int) -> tuple[int, int]:
+        return start + (half if start > 0 else 0), start + size - (half if start + size < n else 0)
+
+    out = torch.empty(c, h * scale, w * scale, device=lq.device)
+    th, tw = min(tile, h), min(tile, w)
     for y in starts(h):
         for x in starts(w):
-            th, tw = min(tile, h), min(tile, w)
             pred = model(lq[:, y : y + th, x : x + tw].unsqueeze(0)).squeeze(0).float()
             STATS["teacher_forward_passes"] += 1
-            ys, xs = slice(y * scale, (y + th) * scale), slice(x * scale, (x + tw) * scale)
-            out[:, ys, xs] += pred
-            weight[:, ys, xs] += 1
-    return out / weight
+            (y0, y1), (x0, x1) = valid(y, th, h), valid(x, tw, w)
+            out[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = pred[
+                :, (y0 - y) * scale : (y1 - y) * scale, (x0 - x) * scale : (x1 - x) * scale
+            ]
+    return out
 
 
 def quantize_centroid(sr: Tensor, dtype: str) -> np.ndarray:
@@ -563,7 +582,7 @@ def ensure_centroids(
             STATS["hits"] += 1
             log_event(root, "hit", key=key, waited=True)
             return _checked(CentroidStore(entry), request)
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-{key}-"))
+        tmp = _fresh_tmp(root, key)
         try:
             manifest = _compute(request, tmp, key=key, device=device, log=log, progress=progress)
             _commit_dir(tmp, entry)

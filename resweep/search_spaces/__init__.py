@@ -168,13 +168,20 @@ def sample_random(space: SearchSpace, n: int, seed: int, base: dict[str, Any]) -
     return out
 
 
-def optuna_define_by_run(space: SearchSpace, base: dict[str, Any]) -> Callable[[Any], None]:
-    """A define-by-run function for Optuna (conditional knobs become conditional suggestions)."""
+class OptunaDefineByRun:
+    """A define-by-run space for Optuna (conditional knobs become conditional suggestions).
 
-    def define(trial: Any) -> None:
+    A class rather than a closure: Ray Tune pickles the searcher into its experiment state.
+    """
+
+    def __init__(self, space: SearchSpace, base: dict[str, Any]):
+        self.space = space
+        self.base = base
+
+    def __call__(self, trial: Any) -> None:
         params: dict[str, Any] = {}
-        for path, dist in space.items():
-            if not condition_holds(dist, params, base):
+        for path, dist in self.space.items():
+            if not condition_holds(dist, params, self.base):
                 continue
             if isinstance(dist, Grid | Choice):
                 # Optuna's categorical needs hashable primitives: encode others as JSON.
@@ -189,7 +196,9 @@ def optuna_define_by_run(space: SearchSpace, base: dict[str, Any]) -> Callable[[
                 value = trial.suggest_int(path, dist.low, dist.high, step=dist.step, log=dist.log)
             params[path] = value
 
-    return define
+
+def optuna_define_by_run(space: SearchSpace, base: dict[str, Any]) -> Callable[[Any], None]:
+    return OptunaDefineByRun(space, base)
 
 
 _JSON_PREFIX = "json:"

@@ -133,17 +133,9 @@ def _searcher_and_space(study: StudyConfig, study_dir: Path):
 
     import optuna
     from ray.tune.search import Repeater
-    from ray.tune.search.optuna import OptunaSearch
 
     from resweep.search_spaces import optuna_define_by_run
-
-    class DivergenceAwareOptunaSearch(OptunaSearch):
-        """A collapsed trial is a failed Optuna trial, never a score."""
-
-        def on_trial_complete(self, trial_id, result=None, error=False):
-            if result and (result.get("status") == "diverged" or result.get("diverged")):
-                return super().on_trial_complete(trial_id, None, error=True)
-            return super().on_trial_complete(trial_id, result, error)
+    from resweep.study.optuna_search import DivergenceAwareOptunaSearch
 
     storage = None
     if study.search.optuna_storage:
@@ -166,7 +158,6 @@ def _searcher_and_space(study: StudyConfig, study_dir: Path):
         sampler=sampler,
         study_name=study.name,
         storage=storage,
-        seed=study.search.seed,
     )
     total = study.search.num_samples * len(study.seeds)
     if study.budget.max_trials:

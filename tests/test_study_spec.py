@@ -1,0 +1,113 @@
+"""Study files: validation before any trial starts, exact trial sets, conditional knobs."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import yaml
+
+from conftest import tiny_config_dict
+from resweep.errors import ConfigError
+from resweep.search_spaces import expand_grid, optuna_define_by_run, sample_random
+from resweep.study.spec import load_study, study_from_dict
+
+
+def _study(**fields) -> dict:
+    data = {"name": "s", "base": tiny_config_dict(), "objectives": [{"metric": "eval.demo-eval.psnr_y"}]}
+    data.update(fields)
+    return data
+
+
+def test_grid_two_knobs_two_seeds_gives_exactly_the_expected_trials():
+    study = study_from_dict(
+        _study(
+            space={
+                "optim.lr": {"type": "grid", "values": [1e-3, 1e-4]},
+                "loss.pixel": {"type": "grid", "values": ["l1", "l2", "charbonnier"]},
+            },
+            seeds=[0, 7],
+        )
+    )
+    trials = study.trial_configs()
+    got = sorted((t["params"]["optim.lr"], t["params"]["loss.pixel"], t["seed"]) for t in trials)
+    want = sorted(itertools.product([1e-3, 1e-4], ["l1", "l2", "charbonnier"], [0, 7]))
+    assert got == want
+    # each trial config is a valid experiment whose seed is the repeat's
+    cfg = study.experiment_for(trials[0]["params"], trials[0]["seed"])
+    assert cfg.train.seed == trials[0]["seed"]
+
+
+def test_conditional_knob_only_exists_when_condition_holds():
+    space = {
+        "loss.pixel": {"type": "grid", "values": ["l1", "l2"]},
+        "optim.lr": {"type": "grid", "values": [1e-3, 1e-4], "when": {"loss.pixel": "l2"}},
+    }
+    study = study_from_dict(_study(space=space))
+    combos = expand_grid(study.space, study.base.to_dict())
+    assert combos == [
+        {"loss.pixel": "l1"},
+        {"loss.pixel": "l2", "optim.lr": 1e-3},
+        {"loss.pixel": "l2", "optim.lr": 1e-4},
+    ]
+    drawn = sample_random(study.space, 50, 0, study.base.to_dict())
+    assert all(("optim.lr" in d) == (d["loss.pixel"] == "l2") for d in drawn)
+
+
+def test_optuna_define_by_run_respects_conditions():
+    import optuna
+
+    space = {
+        "loss.pixel": {"type": "choice", "values": ["l1", "l2"]},
+        "optim.lr": {"type": "loguniform", "low": 1e-5, "high": 1e-2, "when": {"loss.pixel": "l2"}},
+        "data.batch_size": {"type": "int", "low": 2, "high": 8, "step": 2},
+    }
+    study = study_from_dict(_study(space=space, search={"algorithm": "optuna_tpe", "num_samples": 4}))
+    define = optuna_define_by_run(study.space, study.base.to_dict())
+    ot = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        trial = ot.ask()
+        define(trial)
+        assert ("optim.lr" in trial.params) == (trial.params["loss.pixel"] == "l2")
+        assert trial.params["data.batch_size"] in (2, 4, 6, 8)
+        ot.tell(trial, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "words"),
+    [
+        ({"space": {"optim.lrr": {"type": "grid", "values": [1]}}}, "space.optim.lrr", "unknown config path"),
+        ({"space": {"optim.lr": {"type": "grid", "values": []}}}, "space.optim.lr", "at least one value"),
+        ({"space": {"optim.lr": {"type": "loguniform", "low": 0.1, "high": 0.01}}}, "space.optim.lr", "low"),
+        ({"space": {"optim.lr": {"type": "uniform", "low": 1, "high": 1}}}, "space.optim.lr", "low < high"),
+        ({"space": {"optim.lr": {"type": "normal", "mean": 1}}}, "space.optim.lr", "type"),
+        ({"search": {"algorithm": "bayes"}}, "search.algorithm", "grid"),
+        ({"space": {"optim.lr": {"type": "grid", "values": [-1.0]}}}, "space", "optim.lr"),
+        ({"variants": [{"label": "a", "overrides": {"model.nme": "x"}}]}, "variants[0].overrides.model.nme", "unknown"),
+    ],
+)
+def test_malformed_study_is_refused_with_the_field_path(tmp_path, fields, field, words):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_study(**fields)))
+    with pytest.raises(ConfigError) as info:
+        load_study(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert field in message, message
+    assert words in message, message
+
+
+def test_base_by_path_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(tiny_config_dict()))
+    (tmp_path / "study.yaml").write_text(
+        yaml.safe_dump({"name": "s", "base": "base.yaml", "overrides": {"train.iterations": 3}})
+    )
+    study = load_study(tmp_path / "study.yaml")
+    assert study.base.train.iterations == 3 and study.base.model.name == "edsr_tiny"
+
+
+def test_paper_schedule_applies_only_on_request(tmp_path):
+    data = _study(paper_schedule={"train.iterations": 1000})
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    assert load_study(tmp_path / "s.yaml").base.train.iterations == 8
+    assert load_study(tmp_path / "s.yaml", paper_schedule=True).base.train.iterations == 1000
