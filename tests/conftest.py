@@ -67,9 +67,9 @@ def reporter() -> CapturingReporter:
 @pytest.fixture(scope="session")
 def ray_local():
     """One embedded local Ray for the whole session (starting Ray costs seconds)."""
-    from resweep.trainables.runtime import init_ray
-
     import ray
+
+    from resweep.trainables.runtime import init_ray
 
     init_ray(num_cpus=4, quiet=True)
     yield ray

@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-from conftest import CapturingReporter, tiny_config_dict
 from resweep.config import ExperimentConfig, ScheduleConfig
 from resweep.engine.checkpoint import load_checkpoint, save_checkpoint
 from resweep.engine.ema import ModelEma
 from resweep.engine.optim import lr_factor
 from resweep.engine.sampler import batch_keys
 from resweep.engine.trainer import Trainer
+
+from conftest import CapturingReporter, tiny_config_dict
 
 
 def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:

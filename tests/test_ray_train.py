@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from conftest import tiny_config_dict
 from resweep.config import ExperimentConfig
+
+from conftest import tiny_config_dict
 
 pytestmark = pytest.mark.ray
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -13,8 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_config_dict
 from resweep.study.spec import study_from_dict
+
+from conftest import ROOT, tiny_config_dict
 
 pytestmark = pytest.mark.ray
 
@@ -159,10 +161,8 @@ def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
     # Ray's own processes die with their driver; make sure of it within that process group
     # only (the test session's Ray lives in another group)
     time.sleep(3)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(driver.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
     resumed = subprocess.run(
         [*cli, "resume", str(study_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600

@@ -7,10 +7,11 @@ import itertools
 import pytest
 import yaml
 
-from conftest import tiny_config_dict
 from resweep.errors import ConfigError
 from resweep.search_spaces import expand_grid, optuna_define_by_run, sample_random
 from resweep.study.spec import load_study, study_from_dict
+
+from conftest import tiny_config_dict
 
 
 def _study(**fields) -> dict:

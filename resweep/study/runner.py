@@ -271,6 +271,9 @@ def run_study(
 
     from ray import tune
 
+    from resweep.engine.preflight import preflight
+
+    preflight(study.base)  # bad data fails here, before any trial starts
     storage = _prepare_dir(study, study_dir, source)
     init_ray(address, num_cpus=num_cpus)
     search_alg, param_space, num_samples, total = _searcher_and_space(study, study_dir)

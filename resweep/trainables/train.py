@@ -50,7 +50,10 @@ def run_training(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from resweep.engine.preflight import preflight
+
     start = time.perf_counter()
+    preflight(config)  # bad data fails here, before Ray starts, with the file named
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / "config.yaml")
