@@ -49,9 +49,28 @@ def _cmd_data_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from resweep.study import run_study
+    from resweep.study import load_study, run_study
 
-    run_study(args.study, study_dir=args.dir, address=args.address, fresh=args.fresh)
+    if args.study.startswith("preset:"):
+        from resweep.presets import load_preset
+
+        study = load_preset(args.study.removeprefix("preset:"), paper_schedule=args.paper_schedule)
+    else:
+        study = load_study(args.study, paper_schedule=args.paper_schedule)
+    run_study(study, study_dir=args.dir, address=args.address, fresh=args.fresh, source=args.study)
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from resweep.presets import list_presets, load_preset
+
+    for name in list_presets():
+        try:
+            study = load_preset(name)
+            paper = f"  [{study.paper.table}]" if study.paper else ""
+            print(f"preset:{name:24s}{paper}  {study.description.strip().splitlines()[0] if study.description else ''}")
+        except Exception as exc:  # a broken preset must not hide the others
+            print(f"preset:{name:24s}  (cannot load: {exc})")
     return 0
 
 
@@ -110,11 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_cmd_data_prepare)
 
     p = sub.add_parser("run", help="run a study (Ray Tune + Optuna)")
-    p.add_argument("study", help="study file (YAML)")
+    p.add_argument("study", help="study file (YAML), or preset:NAME (see `resweep presets`)")
+    p.add_argument("--paper-schedule", action="store_true", help="use the paper's full training schedule")
     p.add_argument("--dir", help="study folder (default: studies/<name>)")
     p.add_argument("--address", help="Ray cluster address (default: embedded local Ray)")
     p.add_argument("--fresh", action="store_true", help="refuse to reuse an existing study folder")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("presets", help="list the shipped study presets (paper ablations, demo)")
+    p.set_defaults(func=_cmd_presets)
 
     p = sub.add_parser("resume", help="continue an interrupted study")
     p.add_argument("dir")

@@ -170,6 +170,9 @@ class EvalConfig(StrictModel):
         None, ge=8, description="centre-crop evaluation images to this side (quick CPU runs)"
     )
     seed: int = Field(1234, description="seed of the fixed evaluation degradation (noise)")
+    save_images: bool = Field(
+        False, description="save outputs of the final evaluation as PNG (for visual comparisons)"
+    )
 
 
 class ExperimentConfig(StrictModel):

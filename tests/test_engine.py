@@ -130,3 +130,16 @@ def test_batch_size_must_divide_by_workers():
     cfg = ExperimentConfig.from_dict(tiny_config_dict(**{"data.batch_size": 5}))
     with pytest.raises(ConfigError, match="batch"):
         Trainer(cfg, world=World(rank=0, world_size=2))
+
+
+def test_save_images_writes_final_outputs_and_references(tmp_path):
+    from PIL import Image
+
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{"eval.save_images": True}))
+    Trainer(cfg, image_dir=tmp_path / "images" / "trial1").fit()
+    for name in ("astronaut", "chelsea", "coffee"):
+        out = tmp_path / "images" / "trial1" / "demo-eval" / f"{name}.png"
+        gt = tmp_path / "images" / "_gt" / "demo-eval" / f"{name}.png"
+        base = tmp_path / "images" / "_baseline" / "demo-eval" / f"{name}.png"
+        assert out.is_file() and gt.is_file() and base.is_file()
+        assert Image.open(out).size == Image.open(gt).size == Image.open(base).size

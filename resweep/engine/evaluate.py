@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,8 +41,22 @@ class Evaluator:
                     baseline.clamp(0, 1), gt, crop_border=crop_border
                 )
 
+    def save_references(self, image_root: Path) -> None:
+        """Ground truth and baseline once per study/run (``images/_gt``, ``images/_baseline``)."""
+        for eval_set in self.eval_sets:
+            for image_name, lq, gt in eval_set.items:
+                stem = Path(image_name).stem
+                gt_path = image_root / "_gt" / eval_set.name / f"{stem}.png"
+                if not gt_path.exists():
+                    save_png(gt, gt_path)
+                base_path = image_root / "_baseline" / eval_set.name / f"{stem}.png"
+                if not base_path.exists():
+                    save_png(self.task.baseline(lq.unsqueeze(0)).squeeze(0), base_path)
+
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, iteration: int, autocast: bool = False) -> EvalResult:
+    def evaluate(
+        self, model: nn.Module, iteration: int, autocast: bool = False, save_dir: Path | None = None
+    ) -> EvalResult:
         result = EvalResult()
         was_training = model.training
         model.eval()
@@ -56,6 +73,8 @@ class Evaluator:
                     with ctx:
                         pred = model(lq.unsqueeze(0).to(self.device))
                     pred = pred.float().squeeze(0).clamp(0, 1).cpu()
+                    if save_dir is not None:
+                        save_png(pred, save_dir / eval_set.name / f"{Path(image_name).stem}.png")
                     scores = image_metrics(pred, gt, crop_border=self.crop_border)
                     base = self._baseline[(eval_set.name, image_name)]
                     record: dict[str, Any] = {
@@ -76,3 +95,14 @@ class Evaluator:
         finally:
             model.train(was_training)
         return result
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """8-bit RGB PNG of a (3,H,W) image in [0,1], written atomically."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+    os.replace(tmp, path)

@@ -81,11 +81,15 @@ class Trainer:
         cache_dir: Path | None = None,
         log: Callable[[str], None] = print,
         started_at: float | None = None,
+        image_dir: Path | None = None,
     ):
         # wall-clock start (time.time, comparable across processes) for the startup metric
         self.started_at = started_at if started_at is not None else time.time()
         self.startup_seconds: float | None = None
         self.cfg = config
+        # where the final evaluation's outputs go (``<image_dir>/<set>/<image>.png``); the
+        # ground truth and baseline go to ``<image_dir>/../_gt`` and ``../_baseline``
+        self.image_dir = Path(image_dir) if image_dir and config.eval.save_images else None
         self.world = world or World(device=default_device(config))
         self.device = self.world.device
         self.reporter = reporter or NullReporter()
@@ -306,7 +310,7 @@ class Trainer:
                 metrics = self._train_metrics(sums, window_steps, window_seconds)
                 sums, window_steps, window_seconds = {}, 0, 0.0
                 if do_eval:
-                    metrics.update(self._evaluate())
+                    metrics.update(self._evaluate(final=is_last))
                 metrics["status"] = STATUS_FINISHED if is_last else STATUS_RUNNING
                 metrics["diverged"] = 0
                 self._log_metrics(metrics)
@@ -332,11 +336,14 @@ class Trainer:
                 metrics[f"{name}.{key}"] = value
         return metrics
 
-    def _evaluate(self) -> dict[str, Any]:
+    def _evaluate(self, final: bool = False) -> dict[str, Any]:
         if self.evaluator is None:
             return {}
         model = self.ema.module if self.ema is not None else self.model
-        result = self.evaluator.evaluate(model, self.iteration, autocast=self.autocast)
+        save_dir = self.image_dir if final else None
+        if save_dir is not None:
+            self.evaluator.save_references(save_dir.parent)
+        result = self.evaluator.evaluate(model, self.iteration, autocast=self.autocast, save_dir=save_dir)
         self.last_eval = dict(result.means)
         return {**result.means, PER_IMAGE_KEY: json.dumps(result.per_image)}
 

@@ -106,6 +106,7 @@ def _settings(study: StudyConfig, study_dir: Path, storage: str) -> dict[str, An
         "max_failures": study.failure.max_failures,
         "train_storage": storage.rstrip("/") + "/train_runs",
         "cache_dir": str(study_dir / "cache"),
+        "image_root": str(study_dir / "images"),
     }
 
 
@@ -255,9 +256,9 @@ def run_study(
     fresh: bool = False,
     quiet: bool = False,
     num_cpus: int | None = None,
+    source: str | None = None,
 ) -> Path:
     """Run a study to completion (or resume it if its folder already holds one)."""
-    source = None
     if not isinstance(study, StudyConfig):
         source = str(study)
         study = load_study(study)

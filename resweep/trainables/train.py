@@ -53,6 +53,7 @@ def run_training(
     from resweep.engine.preflight import preflight
 
     start = time.perf_counter()
+    started_at = time.time()
     preflight(config)  # bad data fails here, before Ray starts, with the file named
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -65,6 +66,9 @@ def run_training(
             "experiment": config.to_dict(),
             "output_dir": str(output_dir),
             "cache_dir": str(cache_dir) if cache_dir else None,
+            "image_dir": str(output_dir / "images" / "final"),
+            # wall-clock start of `resweep train`: workers report startup_seconds against it
+            "started_at": started_at,
         },
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpus_per_worker}

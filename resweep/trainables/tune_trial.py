@@ -69,6 +69,7 @@ def _train_in_process(experiment: ExperimentConfig, cache_dir: str | None, setti
         cache_dir=Path(cache_dir) if cache_dir else None,
         log=_trial_logger(),
         started_at=settings.get("started_at") or time.time(),
+        image_dir=_image_dir(settings),
     )
     trainer.fit()
 
@@ -92,6 +93,7 @@ def _train_with_torch_trainer(
             "experiment": experiment.to_dict(),
             "cache_dir": cache_dir,
             "started_at": settings.get("started_at"),
+            "image_dir": str(_image_dir(settings)) if _image_dir(settings) else None,
         },
         scaling_config=ScalingConfig(
             num_workers=settings["workers"], use_gpu=use_gpu, resources_per_worker=resources
@@ -109,6 +111,14 @@ def _train_with_torch_trainer(
     result = trainer.fit()
     if result.error:
         raise result.error
+
+
+def _image_dir(settings: dict[str, Any]) -> Path | None:
+    """<study>/images/<trial_id>: on a cluster the study folder must be shared storage for these."""
+    from ray import tune
+
+    root = settings.get("image_root")
+    return Path(root) / tune.get_context().get_trial_id() if root else None
 
 
 def _trial_logger():

@@ -90,6 +90,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         resume_state=load_resume_state(ray.train.get_checkpoint()),
         cache_dir=Path(cache_dir) if cache_dir else None,
         started_at=loop_config.get("started_at"),
+        image_dir=Path(loop_config["image_dir"]) if loop_config.get("image_dir") else None,
     )
     trainer.fit()
 
