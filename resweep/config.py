@@ -208,8 +208,16 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(str(exc)) from None
             if isinstance(raw, method_cls.config_class):
                 parsed[name] = raw
-            else:
+                continue
+            try:
                 parsed[name] = method_cls.config_class.model_validate(raw or {})
+            except ValidationError as exc:
+                # keep the full dotted path (methods.spn.layer_weights) in the message
+                problems = "; ".join(
+                    f"methods.{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                    for e in exc.errors()
+                )
+                raise ValueError(problems) from None
         return parsed
 
     @model_validator(mode="after")

@@ -412,3 +412,19 @@ def test_short_training_run(no_weights: Path, tmp_path: Path) -> None:
     # negative 0 (T=5) was last refreshed at step 20, negative 1 (T=10) at 20 too: resume state
     state = trainer.state_dict()["methods"]["spn"]
     assert "negatives.0.head.weight" in state and "features.features.0.weight" in state
+
+
+# --------------------------------------------------------------------------- presets
+@pytest.mark.parametrize("table", [6, 7, 8, 9])
+def test_presets_load(table: int) -> None:
+    from resweep.presets import load_preset
+
+    for paper_schedule in (False, True):
+        study = load_preset(f"spn_table{table}", paper_schedule=paper_schedule)
+        assert study.paper is not None and set(study.paper.values) == {v.label for v in study.variants}
+        assert study.baseline in study.paper.values and study.seeds == [0, 1, 2]
+        for trial in study.trial_configs():
+            spn = study.experiment_for(trial["params"], trial["seed"]).methods["spn"]
+            assert isinstance(spn, SPNConfig) and not spn.allow_random_features
+    long = load_preset(f"spn_table{table}", paper_schedule=True).base.train.iterations
+    assert long >= 300_000 > load_preset(f"spn_table{table}").base.train.iterations

@@ -76,9 +76,10 @@ class SPNConfig(MethodConfig):
         False, description="run with an untrained VGG when no weights file exists (not the paper)"
     )
     distance: Literal["l1"] = "l1"
-    # Measured on CPU (benchmarks/bench_spn.py, EDSR x2, 96x96 HR, batch 4, K=4): one VGG pass per
-    # negative was ~10-20% faster than one pass over the K negatives concatenated (cache
-    # effects); on GPU, batching may win for small batches: measure with --device cuda.
+    # Measured on CPU (benchmarks/bench_spn.py: K=4, batch 4, 96x96 outputs): the negatives' VGG
+    # pass alone took 784 ms CPU time per negative vs 868 ms batched (smaller working set);
+    # whole steps differed by less than the run-to-run noise. On GPU batching may win for
+    # small batches: measure with --device cuda and set "batched" if so.
     negative_features: Literal["per_negative", "batched"] = Field(
         "per_negative",
         description="one no-grad VGG pass per negative, or one pass over all K concatenated",
@@ -237,6 +238,11 @@ class SPN(Method):
             self.negatives.append(negative)
         if config.negative_kind == "random_fixed":
             self._notes.append("spn: negatives are randomly initialised and fixed (Tab. 6 ablation)")
+        elif config.negative_kind == "pretrained_fixed":
+            self._notes.append(
+                f"spn: negatives are fixed pretrained weights from {config.pretrained_negative} "
+                "(Tab. 6 ablation)"
+            )
 
     # ------------------------------------------------------------------ negatives
     def random_negative(self, k: int) -> nn.Module:

@@ -119,8 +119,9 @@ def _trainable(study: StudyConfig, study_dir: Path, storage: str):
     if r.workers == 1 and r.in_process:
         resources = {"CPU": r.cpus_per_worker, "GPU": r.gpus_per_worker}
     else:
-        # the trial process only drives a TorchTrainer, whose workers hold the resources
-        resources = {"CPU": 0}
+        # the trial process only drives a TorchTrainer, whose workers hold the resources;
+        # Ray needs a non-empty bundle, so the driver asks for a sliver of a CPU
+        resources = {"CPU": 0.01}
     return tune.with_resources(fn, resources)
 
 
