@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +67,20 @@ class TaskConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------- data
+def expand_path(value: Any) -> Any:
+    """``~`` and ``$VAR`` in paths (presets say ``$RESWEEP_DATA/CBSD432``); unset variables are errors."""
+    if value is None or not isinstance(value, str | Path):
+        return value
+    text = os.path.expanduser(os.path.expandvars(str(value)))
+    if "$" in text:
+        missing = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
+        raise ValueError(
+            f"environment variable {', '.join(missing)} is not set (path '{value}'); "
+            "set it to the folder that holds the datasets"
+        )
+    return text
+
+
 class DatasetSpec(StrictModel):
     """One image source: a folder of clean images, paired LQ/GT folders, the demo set or a patch store."""
 
@@ -77,6 +93,11 @@ class DatasetSpec(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "all", description="demo only: which of its photographs to use"
     )
+
+    @field_validator("path", "lq_path", "gt_path", mode="before")
+    @classmethod
+    def _expand(cls, value: Any) -> Any:
+        return expand_path(value)
 
     @model_validator(mode="after")
     def _check_paths(self) -> DatasetSpec:

@@ -15,6 +15,8 @@ SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 # Tests share a 2-core machine: one intra-op thread keeps timings and parallel Ray workers sane.
 torch.set_num_threads(1)
 os.environ.setdefault("RESWEEP_CACHE", str(ROOT / ".pytest-resweep-cache"))
+# presets name their data as $RESWEEP_DATA/<set>
+os.environ.setdefault("RESWEEP_DATA", str(SHARED_DATASETS))
 
 
 def shared_dataset(name: str) -> Path:

@@ -41,6 +41,7 @@ def init_ray(
             "RAY_TRAIN_V2_ENABLED",
             "RAY_TRAIN_ENABLE_PRINT_PATCH",
             "RESWEEP_CACHE",
+            "RESWEEP_DATA",
             "RESWEEP_VGG_WEIGHTS",
             "PYTHONPATH",
         )
