@@ -234,7 +234,7 @@ class ExperimentConfig(StrictModel):
                 parsed[name] = method_cls.config_class.model_validate(raw or {})
             except ValidationError as exc:
                 # keep the full dotted path (methods.spn.layer_weights) in the message
-                problems = "; ".join(
+                problems = "\n".join(
                     f"methods.{name}.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
                     for e in exc.errors()
                 )
@@ -397,8 +397,15 @@ def _config_error(exc: ValidationError, source: str) -> ConfigError:
     first_field = None
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        first_field = first_field or loc
         msg = err["msg"].removeprefix("Value error, ")
+        if loc == "methods" and msg.startswith("methods."):
+            # a method's own config error carries its full path (see _parse_methods)
+            for item in msg.split("\n"):
+                path, _, text = item.partition(": ")
+                first_field = first_field or path
+                lines.append(f"  {path}: {text}")
+            continue
+        first_field = first_field or loc
         got = err.get("input")
         got_text = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
         lines.append(f"  {loc or '<root>'}: {msg}{got_text}")
