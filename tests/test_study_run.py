@@ -179,3 +179,26 @@ def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
     for tid, group in curves.groupby("trial_id"):
         assert group["iteration"].is_unique, f"trial {tid} has duplicated reports"
         assert list(group["iteration"]) == [8, 16, 24]
+
+
+def test_raising_trial_is_recorded_as_errored_and_the_study_goes_on(ray_local, tmp_path):
+    from resweep.study import run_study
+
+    missing = tmp_path / "no-such-folder"
+    study = study_from_dict(
+        {
+            "name": "errors",
+            "base": tiny_config_dict(**{"train.iterations": 4, "eval.every": 4}),
+            "variants": [
+                {"label": "ok", "overrides": {}},
+                {"label": "broken", "overrides": {"data.train": {"kind": "folder", "path": str(missing)}}},
+            ],
+            "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
+            "failure": {"max_failures": 1},
+        }
+    )
+    study_dir = run_study(study, study_dir=tmp_path / "study", quiet=True)
+    trials = pq.read_table(study_dir / "trials.parquet").to_pandas().set_index("label")
+    assert trials.loc["ok", "status"] == "finished"
+    assert trials.loc["broken", "status"] == "errored"
+    assert str(missing) in trials.loc["broken", "error"]

@@ -23,15 +23,11 @@ def build_methods(context: MethodContext) -> dict[str, Method]:
 
 
 def _import_builtin_methods() -> None:
-    # Each built-in method registers itself on import; a missing file is a bug, not optional.
+    # Each built-in method registers itself on import (one file + this list, like timm's models).
     import importlib
 
     for module in ("spn", "eco"):
-        try:
-            importlib.import_module(f"resweep.methods.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"resweep.methods.{module}":
-                raise
+        importlib.import_module(f"resweep.methods.{module}")
 
 
 _import_builtin_methods()

@@ -13,46 +13,51 @@ from resweep.engine.trainer import Trainer
 from resweep.methods import World
 
 
-class RayTrainReporter:
-    """Reports through ``ray.train.report`` (a barrier: every rank calls it at the same steps)."""
+class _RayReporter:
+    """Saves the trainer's state to a temporary folder and hands it to Ray with the metrics
+    (Ray copies it into the run's storage before the call returns)."""
 
     def __init__(self, recorder: RunRecorder | None = None):
         self.recorder = recorder
 
     def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
-        import ray.train
-
         if self.recorder is not None:
             self.recorder.add(metrics)
         if checkpoint is None:
-            ray.train.report(metrics)
+            self._send(metrics, None, None)
             return
         with tempfile.TemporaryDirectory(prefix="resweep-ckpt-") as tmp:
             save_checkpoint(checkpoint, tmp)
+            self._send(metrics, tmp, int(checkpoint["iteration"]))
+
+    def _send(self, metrics: dict[str, Any], directory: str | None, iteration: int | None) -> None:
+        raise NotImplementedError
+
+
+class RayTrainReporter(_RayReporter):
+    """Through ``ray.train.report`` (a barrier: every rank calls it at the same steps)."""
+
+    def _send(self, metrics: dict[str, Any], directory: str | None, iteration: int | None) -> None:
+        import ray.train
+
+        if directory is None:
+            ray.train.report(metrics)
+        else:
             ray.train.report(
                 metrics,
-                checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                checkpoint_dir_name=f"checkpoint_{checkpoint['iteration']:08d}",
+                checkpoint=ray.train.Checkpoint.from_directory(directory),
+                checkpoint_dir_name=f"checkpoint_{iteration:08d}",
             )
 
 
-class TuneReporter:
-    """Reports straight to Ray Tune, for trials that train in the trial process (one worker)."""
+class TuneReporter(_RayReporter):
+    """Straight to Ray Tune, for trials that train in the trial process (one worker)."""
 
-    def __init__(self, recorder: RunRecorder | None = None):
-        self.recorder = recorder
-
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
+    def _send(self, metrics: dict[str, Any], directory: str | None, iteration: int | None) -> None:
         from ray import tune
 
-        if self.recorder is not None:
-            self.recorder.add(metrics)
-        if checkpoint is None:
-            tune.report(metrics)
-            return
-        with tempfile.TemporaryDirectory(prefix="resweep-ckpt-") as tmp:
-            save_checkpoint(checkpoint, tmp)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+        checkpoint = tune.Checkpoint.from_directory(directory) if directory else None
+        tune.report(metrics, checkpoint=checkpoint)
 
 
 def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
