@@ -63,3 +63,25 @@ def test_killed_worker_is_restarted_from_last_checkpoint(ray_local, tmp_path):
     assert {r["start_iteration"] for r in records} == {4}
     assert {r["end_iteration"] for r in records} == {8}
     assert len({r["digest"] for r in records}) == 1
+
+
+def test_resweep_train_writes_results_and_continues_in_the_same_folder(ray_local, tmp_path):
+    import pyarrow.parquet as pq
+
+    from resweep.config import load_config
+    from resweep.trainables.train import run_training
+
+    out = tmp_path / "run"
+    first = ExperimentConfig.from_dict(tiny_config_dict(**{"train.iterations": 4, "eval.every": 4}))
+    summary = run_training(first, output_dir=out, workers=1, quiet=True)
+    assert summary.status == "finished" and summary.metrics["iteration"] == 4
+    assert load_config(out / "config.yaml") == first
+    for name in ("curves.parquet", "per_image.parquet", "result.json"):
+        assert (out / name).is_file(), name
+
+    # the same folder again, with a longer schedule: Ray Train restores the last checkpoint
+    longer = first.with_overrides({"train.iterations": 8})
+    summary = run_training(longer, output_dir=out, workers=1, quiet=True)
+    assert summary.status == "finished" and summary.metrics["iteration"] == 8
+    curves = pq.read_table(out / "curves.parquet").to_pandas()
+    assert list(curves["iteration"]) == [2, 4, 6, 8]  # continued from 4, nothing repeated
