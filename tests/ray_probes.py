@@ -49,7 +49,7 @@ class KillingReporter:
             self.marker.write_text("killed")
             # give Ray Train's controller time to register the last checkpoint, as it would
             # have in a real run where workers die minutes, not milliseconds, after it
-            time.sleep(5)
+            time.sleep(8)  # Ray Train polls workers every 2 s
             os.kill(os.getpid(), signal.SIGKILL)
         self.inner.report(metrics, checkpoint)
 
