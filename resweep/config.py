@@ -8,7 +8,6 @@ to ``methods.spn.weight`` as a dotted path.
 from __future__ import annotations
 
 import copy
-import math
 import os
 import re
 from pathlib import Path
@@ -439,6 +438,3 @@ def load_config(path: str | Path) -> ExperimentConfig:
     data = read_yaml(path)
     return ExperimentConfig.from_dict(data, source=str(path))
 
-
-def finite_or_none(value: float) -> float | None:
-    return value if value is not None and math.isfinite(value) else None

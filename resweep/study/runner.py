@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -395,6 +394,3 @@ def print_status(study_dir: str | Path) -> None:
     for row in errored:
         print(f"\n{row['trial_id']} errored: {(row.get('error') or '').strip().splitlines()[-1:]}")
 
-
-def remove_study(study_dir: str | Path) -> None:
-    shutil.rmtree(study_dir, ignore_errors=True)
