@@ -29,26 +29,28 @@ class _Distribution(BaseModel):
     )
 
 
-class Grid(_Distribution):
+class _Values(_Distribution):
+    """A finite list of values (shared by ``grid`` and ``choice``)."""
+
+    values: list[Any]
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> _Values:
+        if not self.values:
+            raise ValueError(f"a {self.type} needs at least one value")  # type: ignore[attr-defined]
+        return self
+
+
+class Grid(_Values):
+    """Every value is tried (grid and random studies)."""
+
     type: Literal["grid"] = "grid"
-    values: list[Any]
-
-    @model_validator(mode="after")
-    def _non_empty(self) -> Grid:
-        if not self.values:
-            raise ValueError("a grid needs at least one value")
-        return self
 
 
-class Choice(_Distribution):
+class Choice(_Values):
+    """One value is drawn per trial (random and Optuna studies)."""
+
     type: Literal["choice"] = "choice"
-    values: list[Any]
-
-    @model_validator(mode="after")
-    def _non_empty(self) -> Choice:
-        if not self.values:
-            raise ValueError("a choice needs at least one value")
-        return self
 
 
 class Uniform(_Distribution):
@@ -122,7 +124,7 @@ def expand_grid(space: SearchSpace, base: dict[str, Any]) -> list[dict[str, Any]
     """Every combination of the grid/choice knobs, conditional knobs dropped where they do not
     exist, duplicates removed, in a stable order."""
     for path, dist in space.items():
-        if not isinstance(dist, Grid | Choice):
+        if not isinstance(dist, _Values):
             raise ConfigError(
                 f"grid search needs 'grid' or 'choice' values, got '{dist.type}'", field=f"space.{path}"
             )
@@ -142,7 +144,7 @@ def expand_grid(space: SearchSpace, base: dict[str, Any]) -> list[dict[str, Any]
 
 
 def _sample_one(dist: _Distribution, rng: random.Random) -> Any:
-    if isinstance(dist, Grid | Choice):
+    if isinstance(dist, _Values):
         return rng.choice(dist.values)
     if isinstance(dist, Uniform):
         return rng.uniform(dist.low, dist.high)
@@ -183,7 +185,7 @@ class OptunaDefineByRun:
         for path, dist in self.space.items():
             if not condition_holds(dist, params, self.base):
                 continue
-            if isinstance(dist, Grid | Choice):
+            if isinstance(dist, _Values):
                 # Optuna's categorical needs hashable primitives: encode others as JSON.
                 choices = [_encode_choice(v) for v in dist.values]
                 value = _decode_choice(trial.suggest_categorical(path, choices))
@@ -223,7 +225,7 @@ def decode_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def probe_values(dist: _Distribution) -> list[Any]:
     """Values that exercise a distribution's extremes, used to validate a space before running."""
-    if isinstance(dist, Grid | Choice):
+    if isinstance(dist, _Values):
         return list(dist.values)
     if isinstance(dist, Uniform | LogUniform):
         return [dist.low, dist.high]
