@@ -3,6 +3,12 @@
 Every knob of a training run lives here. Methods (SPN, ECO, ...) register their own config
 class; ``ExperimentConfig.methods`` maps a method name to that config, so a study can refer
 to ``methods.spn.weight`` as a dotted path.
+
+Contract of this module: it imports neither torch nor any registry's implementation at
+module level (``python -c "import resweep.config"`` stays light). Names that registries
+hold (task kinds, pixel losses, optimisers, models, methods, stage kinds) are plain strings
+checked against those registries when a config is validated: the registry is the one
+source of truth, and a new entry needs no edit here.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pydantic import (
 )
 
 from resweep.errors import ConfigError, RegistryError
-from resweep.methods.base import MethodConfig
+from resweep.methods.method_config import MethodConfig
 
 
 class StrictModel(BaseModel):
@@ -35,13 +41,10 @@ class StrictModel(BaseModel):
 
 
 # --------------------------------------------------------------------------- task
-TaskKind = Literal["sr", "denoise", "hetero_denoise", "denoise_sr", "realworld_sr"]
-
-
 class TaskConfig(StrictModel):
     """The degradation that turns a clean image into the network input."""
 
-    kind: TaskKind = "sr"
+    kind: str = Field("sr", description="a registered task (resweep.degradations.tasks.TASKS)")
     scale: int = Field(2, description="SR factor; must be 1 for pure denoising tasks")
     noise_sigma: float = Field(
         25.0, ge=0, description="Gaussian noise std on the 8-bit scale (denoise, denoise_sr, realworld_sr)"
@@ -52,12 +55,21 @@ class TaskConfig(StrictModel):
     read_noise_range: tuple[float, float] = Field((0.0, 0.003))
     quantize_input: bool = Field(True, description="round the degraded input to 8 bits, as saved LR files are")
 
+    @field_validator("kind")
+    @classmethod
+    def _check_kind(cls, value: str) -> str:
+        from resweep.degradations.tasks import TASKS
+
+        return TASKS.check(value)
+
     @model_validator(mode="after")
     def _check_scale(self) -> TaskConfig:
-        if self.kind in ("denoise", "hetero_denoise") and self.scale != 1:
-            raise ValueError(f"task kind '{self.kind}' needs scale 1, got {self.scale}")
-        if self.kind in ("sr", "denoise_sr", "realworld_sr") and self.scale not in (2, 3, 4, 8):
-            raise ValueError(f"task kind '{self.kind}' needs scale in 2, 3, 4, 8, got {self.scale}")
+        from resweep.degradations.tasks import TASKS
+
+        scales = TASKS.get(self.kind).allowed_scales
+        if self.scale not in scales:
+            wanted = f"scale {scales[0]}" if len(scales) == 1 else f"scale in {', '.join(map(str, scales))}"
+            raise ValueError(f"task kind '{self.kind}' needs {wanted}, got {self.scale}")
         for name in ("shot_noise_range", "read_noise_range"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -129,19 +141,37 @@ class DataConfig(StrictModel):
 class ModelConfig(StrictModel):
     name: str = "edsr_baseline"
     kwargs: dict[str, Any] = Field(default_factory=dict, description="size overrides, e.g. n_feats")
-    init_from: Path | None = Field(
-        None, description="initialise weights from a resweep checkpoint or a weights file"
+    init_from: Path | dict[str, Any] | None = Field(
+        None,
+        description="initialise weights from a resweep checkpoint or a weights file, or from a "
+        "stage's artifact: a stage definition mapping with a 'kind' (see resweep.stages)",
     )
+
+    @field_validator("init_from")
+    @classmethod
+    def _check_init_from(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            from resweep.stages import parse_stage
+
+            return parse_stage(value, field="model.init_from").model_dump(mode="json")
+        return value
 
 
 class OptimConfig(StrictModel):
-    name: Literal["adam", "adamw", "lamb", "sgd"] = "adam"
+    name: str = Field("adam", description="a registered optimiser (resweep.engine.optim.OPTIMIZERS)")
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.9, ge=0, description="sgd only")
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        from resweep.engine.optim import OPTIMIZERS
+
+        return OPTIMIZERS.check(value)
 
 
 class ScheduleConfig(StrictModel):
@@ -153,8 +183,15 @@ class ScheduleConfig(StrictModel):
 
 
 class LossConfig(StrictModel):
-    pixel: Literal["l1", "l2", "charbonnier"] = "l1"
+    pixel: str = Field("l1", description="a registered pixel loss (resweep.losses.PIXEL_LOSSES)")
     pixel_weight: float = Field(1.0, ge=0)
+
+    @field_validator("pixel")
+    @classmethod
+    def _check_pixel(cls, value: str) -> str:
+        from resweep.losses import PIXEL_LOSSES
+
+        return PIXEL_LOSSES.check(value)
 
 
 class DivergenceConfig(StrictModel):
@@ -214,7 +251,7 @@ class ExperimentConfig(StrictModel):
     @field_validator("methods", mode="before")
     @classmethod
     def _parse_methods(cls, value: Any) -> Any:
-        from resweep.methods import METHODS  # late import: methods import torch
+        from resweep.methods import METHOD_CONFIGS
 
         if value is None:
             return {}
@@ -223,14 +260,14 @@ class ExperimentConfig(StrictModel):
         parsed: dict[str, MethodConfig] = {}
         for name, raw in value.items():
             try:
-                method_cls = METHODS.get(name)
+                config_class = METHOD_CONFIGS.get(name)
             except RegistryError as exc:
                 raise ValueError(str(exc)) from None
-            if isinstance(raw, method_cls.config_class):
+            if isinstance(raw, config_class):
                 parsed[name] = raw
                 continue
             try:
-                parsed[name] = method_cls.config_class.model_validate(raw or {})
+                parsed[name] = config_class.model_validate(raw or {})
             except ValidationError as exc:
                 # keep the full dotted path (methods.spn.layer_weights) in the message
                 problems = "\n".join(
@@ -259,6 +296,19 @@ class ExperimentConfig(StrictModel):
     @property
     def enabled_methods(self) -> dict[str, MethodConfig]:
         return {k: v for k, v in self.methods.items() if v.enabled}
+
+    def stages(self) -> dict[str, Any]:
+        """Every artifact this run needs made first, as ``{role: StageDefinition}``: the
+        enabled methods' (``<method>.<role>``) and the model's (``model.init_from``)."""
+        from resweep.stages import parse_stage
+
+        out: dict[str, Any] = {}
+        for name, method in sorted(self.enabled_methods.items()):
+            for role, definition in method.stages(self).items():
+                out[f"{name}.{role}"] = definition
+        if isinstance(self.model.init_from, dict):
+            out["model.init_from"] = parse_stage(self.model.init_from, field="model.init_from")
+        return out
 
     @property
     def scale(self) -> int:
@@ -325,15 +375,15 @@ def _walk_schema(schema: type[BaseModel], parts: list[str]) -> bool:
 
 
 def _check_method_path(parts: list[str]) -> bool:
-    from resweep.methods import METHODS
+    from resweep.methods import METHOD_CONFIGS
 
     if not parts:
         return True
-    if parts[0] not in METHODS:
+    if parts[0] not in METHOD_CONFIGS:
         return False
     if len(parts) == 1:
         return True
-    return _walk_schema(METHODS.get(parts[0]).config_class, parts[1:])
+    return _walk_schema(METHOD_CONFIGS.get(parts[0]), parts[1:])
 
 
 def _submodel(annotation: Any) -> type[BaseModel] | None:

@@ -25,7 +25,9 @@ from resweep.errors import ConfigError, ResweepError
 from resweep.methods import MethodContext, World
 from resweep.methods import eco_centroids as cache
 from resweep.methods.eco import ECO, ECOConfig, alpha_at, blend
+from resweep.methods.eco_teacher import latest_checkpoint
 from resweep.models import create_model
+from resweep.stages import PRODUCED, REUSED, ArtifactStore, prepare_local
 
 torch.set_num_threads(1)
 
@@ -67,7 +69,12 @@ def _config(teacher: dict[str, Any], *, images: int = 3, **sections: Any) -> Exp
     return ExperimentConfig.from_dict(data)
 
 
-def _method(cfg: ExperimentConfig, cache_dir: Path) -> ECO:
+def _method(cfg: ExperimentConfig, cache_dir: Path, prepare: bool = False) -> ECO:
+    """ECO built as the engine builds it; ``prepare``: make its stages first (as Trainer does)."""
+    artifacts: dict[str, Path] = {}
+    records: list[Any] = []
+    if prepare:
+        artifacts, records = prepare_local(cfg, cache_dir, log=lambda _msg: None)
     task = build_task(cfg.task)
     context = MethodContext(
         config=cfg,
@@ -76,18 +83,27 @@ def _method(cfg: ExperimentConfig, cache_dir: Path) -> ECO:
         world=World(),
         cache_dir=cache_dir,
         log=lambda _msg: None,
+        artifacts={k.removeprefix("eco."): v for k, v in artifacts.items()},
     )
-    return ECO(cfg.methods["eco"], context)
+    method = ECO(cfg.methods["eco"], context)
+    method.records = records  # type: ignore[attr-defined]
+    return method
 
 
 def _wrapped(cfg: ExperimentConfig, cache_dir: Path) -> tuple[ECO, Any, Any]:
-    method = _method(cfg, cache_dir)
+    method = _method(cfg, cache_dir, prepare=True)
     base = build_train_dataset(cfg, build_task(cfg.task))
     return method, base, method.wrap_train_dataset(base)
 
 
-def _computed(cache_dir: Path) -> list[dict[str, Any]]:
-    return [e for e in cache.read_events(cache_dir) if e["event"] == "computed"]
+def _computed(cache_dir: Path, kind: str = "eco_centroids") -> list[str]:
+    """Keys of the committed artifacts of ``kind`` in the store under ``cache_dir``."""
+    store = ArtifactStore(cache_dir)
+    return [k for k in store.keys() if k.startswith(f"{kind}-") and store.committed(k) is not None]
+
+
+def _statuses(records: list[Any], kind: str = "eco_centroids") -> list[str]:
+    return [r.status for r in records if r.kind == kind]
 
 
 class ListReporter:
@@ -213,28 +229,24 @@ def test_realworld_sr_carries_the_sample_noise(tmp_path: Path) -> None:
 def test_trials_share_one_centroid_computation(tmp_path: Path) -> None:
     weights = _teacher_weights(tmp_path / "t.pt")
     cfg = _config({"weights": str(weights), "model": "edsr_tiny"})
-    before = dict(cache.STATS)
-    stores = []
+    stores, statuses = [], []
     for lr in (1e-3, 3e-4, 1e-4):  # three "trials" of a sweep: other knobs differ
         method, _, _ = _wrapped(cfg.with_overrides({"optim.lr": lr, "data.batch_size": 2}), tmp_path / "cache")
         stores.append(method.store)
-    assert cache.STATS["teacher_images"] - before["teacher_images"] == 3  # 3 images, once
-    assert cache.STATS["computed"] - before["computed"] == 1
-    assert cache.STATS["hits"] - before["hits"] == 2
+        statuses += _statuses(method.records)
+    assert statuses == [PRODUCED, REUSED, REUSED]
     assert len({s.path for s in stores}) == 1
     manifest = json.loads((stores[0].path / "manifest.json").read_text())
-    assert manifest["computed_images"] == 3 and manifest["centroid_dtype"] == "uint8"
+    assert manifest["computed_images"] == 3 and manifest["centroid_dtype"] == "uint8"  # 3 images, once
     assert len(_computed(tmp_path / "cache")) == 1
 
 
 def _process_trial(cache_dir: str, weights: str, barrier: Any, queue: Any) -> None:
     torch.set_num_threads(1)
     cfg = _config({"weights": weights, "model": "edsr_tiny"})
-    method = _method(cfg, Path(cache_dir))
-    base = build_train_dataset(cfg, build_task(cfg.task))
     barrier.wait()  # both processes ask for the centroids at the same moment
-    method.wrap_train_dataset(base)
-    queue.put(dict(cache.STATS))
+    method, _, _ = _wrapped(cfg, Path(cache_dir))
+    queue.put((_statuses(method.records), json.loads((method.store.path / "manifest.json").read_text())["pid"]))
 
 
 @needs_data
@@ -248,15 +260,14 @@ def test_two_processes_compute_once(tmp_path: Path) -> None:
     ]
     for p in procs:
         p.start()
-    stats = [queue.get(timeout=120) for _ in procs]
+    results = [queue.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    assert sorted(s["teacher_images"] for s in stats) == [0, 3]
-    assert sorted((s["computed"], s["hits"]) for s in stats) == [(0, 1), (1, 0)]
-    events = cache.read_events(tmp_path / "cache")
-    assert [e["event"] for e in events].count("computed") == 1
-    assert len({e["pid"] for e in events}) == 2
+    assert sorted(status for statuses, _ in results for status in statuses) == [PRODUCED, REUSED]
+    assert len({pid for _, pid in results}) == 1  # both read the one computation
+    assert {pid for _, pid in results} <= {p.pid for p in procs}
+    assert len(_computed(tmp_path / "cache")) == 1
 
 
 @needs_data
@@ -282,12 +293,12 @@ def test_latest_checkpoint_of_a_run_dir(tmp_path: Path) -> None:
     run = tmp_path / "run"
     for it in (10, 20, 5):
         save_checkpoint({"iteration": it}, run / "ray_train" / f"checkpoint_{it:08d}")
-    assert cache.latest_checkpoint(run).parent.name == "checkpoint_00000020"
+    assert latest_checkpoint(run).parent.name == "checkpoint_00000020"
     save_checkpoint({"iteration": 1}, tmp_path / "run" / "other" / "checkpoint_00000001")
     with pytest.raises(ConfigError, match="2 runs"):
-        cache.latest_checkpoint(run)
+        latest_checkpoint(run)
     with pytest.raises(ConfigError, match="not found"):
-        cache.latest_checkpoint(tmp_path / "missing")
+        latest_checkpoint(tmp_path / "missing")
 
 
 @needs_data
@@ -424,21 +435,25 @@ def test_teacher_trained_from_config_once(tmp_path: Path) -> None:
         "eval": {"sets": []},
     }
     cfg = _config({"train": teacher_train}, train={"iterations": 2, "log_every": 1})
-    before = dict(cache.STATS)
-    rng_states = []
+    rng_states, records = [], []
     for seed in (0, 0):
         trainer = Trainer(cfg.with_overrides({"train.seed": seed}), cache_dir=tmp_path / "cache", log=lambda _m: None)
         rng_states.append(torch.get_rng_state())
+        records.append(trainer.artifact_records)
         assert trainer.fit().status == STATUS_FINISHED
-    assert cache.STATS["teachers_trained"] - before["teachers_trained"] == 1
-    assert cache.STATS["teacher_hits"] - before["teacher_hits"] == 1
-    assert cache.STATS["computed"] - before["computed"] == 1
+    assert [_statuses(r, "train") for r in records] == [[PRODUCED], [REUSED]]  # the teacher, once
+    assert [_statuses(r) for r in records] == [[PRODUCED], [REUSED]]
+    assert len(_computed(tmp_path / "cache", "train")) == 1
+    teacher_dir = ArtifactStore(tmp_path / "cache").fetch(_computed(tmp_path / "cache", "train")[0], tmp_path)
+    assert (teacher_dir / "weights.pt").is_file()
+    assert json.loads((teacher_dir / "metrics.json").read_text())["iteration"] == 4
     assert torch.equal(rng_states[0], rng_states[1])
     # renaming the teacher (a key that does not change its weights) reuses it
     renamed = {**teacher_train, "name": "renamed"}
     cfg2 = cfg.with_overrides({"methods.eco.teacher": {"train": renamed}})
-    Trainer(cfg2, cache_dir=tmp_path / "cache", log=lambda _m: None)
-    assert cache.STATS["teachers_trained"] - before["teachers_trained"] == 1
+    again = Trainer(cfg2, cache_dir=tmp_path / "cache", log=lambda _m: None)
+    assert _statuses(again.artifact_records, "train") == [REUSED]
+    assert len(_computed(tmp_path / "cache", "train")) == 1
 
 
 def test_wrap_refuses_foreign_datasets(tmp_path: Path) -> None:

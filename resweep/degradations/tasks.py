@@ -1,7 +1,10 @@
 """Degradation tasks: how a clean (GT) image becomes the network input (LQ).
 
 A :class:`Task` is built from :class:`~resweep.config.TaskConfig` through the ``TASKS``
-registry (keyed by ``TaskConfig.kind``). Every random draw comes from the
+registry (keyed by ``TaskConfig.kind``; the registry is the one list of task kinds, and a
+task's ``allowed_scales`` the one statement of which scales it takes). A new task is a
+``Task`` subclass with ``@register_task`` in this module, or elsewhere plus one line in
+``_LAZY_TASKS`` below. Every random draw comes from the
 ``torch.Generator`` the caller passes, on the CPU, and is only then moved to the image's
 device, so the same seed gives the same LQ image on any device and in any process.
 """
@@ -53,6 +56,8 @@ class Task:
     """
 
     kind: ClassVar[str] = ""
+    #: the SR factors ``TaskConfig.scale`` may take for this kind (``(1,)``: no resizing)
+    allowed_scales: ClassVar[tuple[int, ...]] = (2, 3, 4, 8)
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
@@ -109,6 +114,12 @@ def register_task(cls: type[Task]) -> type[Task]:
     return cls
 
 
+#: tasks defined in other modules: kind -> "module:Class", imported when a config names them
+_LAZY_TASKS: dict[str, str] = {}
+for _kind, _target in _LAZY_TASKS.items():
+    TASKS.register_lazy(_kind, _target)
+
+
 @register_task
 class BicubicSR(Task):
     """Classical SR: MATLAB ``imresize(hr, 1/s)`` with antialiasing."""
@@ -141,6 +152,7 @@ class Denoise(_GaussianNoiseTask):
     """Additive white Gaussian noise, ``noise_sigma`` on the 8-bit scale (scale 1)."""
 
     kind = "denoise"
+    allowed_scales = (1,)
 
     def _degrade(self, hr: Tensor, generator: torch.Generator) -> Tensor:
         return self._add_noise(hr, generator)
@@ -177,6 +189,7 @@ class HeteroscedasticDenoise(Task):
     ``lambda_shot`` and ``lambda_read`` uniform in the configured ranges (scale 1)."""
 
     kind = "hetero_denoise"
+    allowed_scales = (1,)
 
     @property
     def is_deterministic(self) -> bool:

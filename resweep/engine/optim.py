@@ -8,22 +8,38 @@ import torch
 from torch import nn
 
 from resweep.config import OptimConfig, ScheduleConfig
+from resweep.registry import Registry
+
+#: name -> builder(params, cfg); the one list of optimiser names (OptimConfig.name checks it)
+OPTIMIZERS: Registry = Registry("optimiser")
+
+
+@OPTIMIZERS.register("adam")
+def _adam(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("lamb")
+def _lamb(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    # timm's Lamb: the large-batch optimiser of the ECO paper's setting.
+    from timm.optim import Lamb
+
+    return Lamb(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "lamb":
-        # timm's Lamb: the large-batch optimiser of the ECO paper's setting.
-        from timm.optim import Lamb
-
-        return Lamb(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimiser {cfg.name!r}")  # unreachable: the config validates names
+    return OPTIMIZERS.get(cfg.name)(params, cfg)
 
 
 def lr_factor(cfg: ScheduleConfig, iteration: int, total: int, base_lr: float) -> float:

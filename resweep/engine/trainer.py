@@ -82,6 +82,7 @@ class Trainer:
         log: Callable[[str], None] = print,
         started_at: float | None = None,
         image_dir: Path | None = None,
+        artifacts: dict[str, Path] | None = None,
     ):
         # wall-clock start (time.time, comparable across processes) for the startup metric
         self.started_at = started_at if started_at is not None else time.time()
@@ -108,7 +109,21 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.task = build_task(config.task)
         model = create_model(config.model.name, scale=config.scale, **config.model.kwargs)
-        if config.model.init_from is not None:
+        cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        if artifacts is None:
+            # Not given by a study driver: make (or reuse) the declared stages here, in the same
+            # artifact store layout a study uses (<cache_dir>/artifacts/<key>).
+            from resweep.stages import prepare_local
+
+            artifacts, self.artifact_records = prepare_local(config, cache_dir, device=self.device, log=self.log)
+        else:
+            self.artifact_records = []
+        self.artifacts = dict(artifacts)
+        if isinstance(config.model.init_from, dict):
+            from resweep.stages.train import WEIGHTS_FILE
+
+            model.load_state_dict(load_model_weights(self.artifacts["model.init_from"] / WEIGHTS_FILE))
+        elif config.model.init_from is not None:
             model.load_state_dict(load_model_weights(config.model.init_from))
         model.to(self.device)
         if self.use_cuda and config.train.channels_last:
@@ -122,8 +137,9 @@ class Trainer:
                 model=model,
                 task=self.task,
                 world=self.world,
-                cache_dir=Path(cache_dir) if cache_dir else default_cache_dir(),
+                cache_dir=cache_dir,
                 log=self.log,
+                artifacts=self.artifacts,
             )
         )
         for method in self.methods.values():

@@ -15,19 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import nn
+
+from resweep.errors import ResweepError
+from resweep.methods.method_config import MethodConfig
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
     from resweep.degradations.tasks import Task
-
-
-class MethodConfig(BaseModel):
-    """Knobs of one method. ``enabled: false`` keeps the settings but switches it off."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    enabled: bool = True
 
 
 @dataclass
@@ -55,8 +50,21 @@ class MethodContext:
     model: nn.Module  # the unwrapped network being trained
     task: Task
     world: World
-    cache_dir: Path  # for artifacts shared across runs (e.g. ECO centroids)
+    cache_dir: Path  # scratch for a run's own derived files (not shared artifacts: see stages)
     log: Callable[[str], None] = print
+    #: role -> local folder holding that artifact's files (made by resweep.stages before the run)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    def artifact_dir(self, role: str) -> Path:
+        """The local folder of the artifact this run declared under ``role``."""
+        if role not in self.artifacts:
+            known = ", ".join(sorted(self.artifacts)) or "none"
+            raise ResweepError(
+                f"no artifact for role '{role}' in this run (artifacts: {known}); the stages a "
+                "config declares are made by resweep.stages.prepare_local / prepare_stages before "
+                "training starts"
+            )
+        return Path(self.artifacts[role])
 
 
 class Method(nn.Module):

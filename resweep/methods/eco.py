@@ -1,8 +1,10 @@
 """ECO: empirical centroid-oriented optimisation (Lee & Heo, AAAI 2024), METHODS.md section 2.
 
-A pretrained SR network ``F_pre`` (the teacher) estimates the centroid of the plausible HR
-images, ``ŷc = F_pre(x)``, once per whole training image (cached, shared by every trial of a
-sweep: :mod:`resweep.methods.eco_centroids`). Training pairs, by ``mode``:
+A pretrained SR network ``F_pre`` (the teacher, :mod:`resweep.methods.eco_teacher`) estimates
+the centroid of the plausible HR images, ``ŷc = F_pre(x)``, once per whole training image.
+That is an ``eco_centroids`` stage (declared by ``ECOConfig.stages``, made once per study by
+:mod:`resweep.stages`, files in :mod:`resweep.methods.eco_centroids`); this module only reads
+it. Knobs: :mod:`resweep.methods.eco_config`. Training pairs, by ``mode``:
 
 * ``eco`` (Eq. 14): ``x_t = α_t·x + (1−α_t)·D(ŷc)``, ``y_t = α_t·y + (1−α_t)·ŷc``, with α_t
   rising from ``alpha_start`` to 1 by ``ramp_fraction`` of training (shape ``schedule``);
@@ -35,146 +37,17 @@ loader already produced, so a step costs what a vanilla step costs plus that ble
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from resweep.errors import ConfigError, ResweepError
-from resweep.methods import Method, MethodConfig, MethodContext, register_method
-from resweep.methods import eco_centroids as cache
+from resweep.methods import register_method
+from resweep.methods.base import Method, MethodConfig, MethodContext
+from resweep.methods.eco_centroids import CentroidStore
+from resweep.methods.eco_config import ECO_TASKS, ECOConfig, Mode, Shape, TeacherSpec
 
-Mode = Literal["eco", "kd", "noise_free"]
-Shape = Literal["linear", "cosine", "step", "sigmoid"]
-ECO_TASKS = ("sr", "realworld_sr")
-_SOURCES = ("checkpoint", "run_dir", "weights", "train")
-
-
-class TeacherSpec(BaseModel):
-    """Where the pretrained SR network ``F_pre`` comes from: exactly one of ``checkpoint``,
-    ``run_dir``, ``weights`` (+ ``model``) or ``train`` (an empty mapping counts as not given)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    checkpoint: Path | None = Field(
-        None, description="a resweep checkpoint (folder with checkpoint.pt, or the file); model from its config"
-    )
-    run_dir: Path | None = Field(
-        None, description="an output folder of `resweep train` (or one study trial's folder): its latest checkpoint"
-    )
-    weights: Path | None = Field(None, description="a plain weights file (state dict) of a registered model")
-    model: str | None = Field(None, validate_default=True, description="registered model name (with weights)")
-    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="size overrides (with weights)")
-    train: dict[str, Any] = Field(
-        default_factory=dict,
-        description="an experiment config (inline mapping, or a YAML path whose content is read "
-        "in) trained on first use, cached by its hash and shared by every trial",
-    )
-    use_ema: bool = Field(True, description="use a checkpoint's EMA weights when it has them")
-    tile: int = Field(512, ge=16, description="LR tile side of the teacher pass; larger images are tiled")
-    tile_overlap: int = Field(
-        32, ge=0, description="overlap of neighbouring tiles; exact if ≥ 2 × the teacher's receptive radius"
-    )
-
-    @field_validator("model")
-    @classmethod
-    def _check_model(cls, value: str | None, info: ValidationInfo) -> str | None:
-        weights = info.data.get("weights")
-        if weights is not None and value is None:
-            raise ValueError("teacher.weights needs teacher.model (the registered architecture)")
-        if weights is None and value is not None:
-            raise ValueError("teacher.model goes with teacher.weights only (checkpoints store their model)")
-        if value is not None:
-            from resweep.models import list_models
-
-            if value not in list_models():
-                raise ValueError(f"unknown model '{value}'; known: {', '.join(list_models())}")
-        return value
-
-    @field_validator("model_kwargs")
-    @classmethod
-    def _check_kwargs(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
-        if value and info.data.get("weights") is None:
-            raise ValueError("teacher.model_kwargs goes with teacher.weights only")
-        return value
-
-    @field_validator("train", mode="before")
-    @classmethod
-    def _read_train(cls, value: Any) -> Any:
-        # A path is read in: the trial's stored config then holds the teacher's config itself
-        # (reproducible), and a study can override its keys by dotted path
-        # (methods.eco.teacher.train.task.scale), which a path would not allow.
-        if value is None:
-            return {}
-        if isinstance(value, (str, Path)):
-            from resweep.config import read_yaml
-
-            try:
-                return read_yaml(value)
-            except ConfigError as exc:
-                raise ValueError(f"teacher training config: {exc.message}") from None
-        return value
-
-    @field_validator("train")
-    @classmethod
-    def _check_train(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if value:
-            try:
-                cache.load_teacher_config(value)
-            except ConfigError as exc:
-                raise ValueError(f"invalid teacher training config: {exc.message}") from None
-        return value
-
-    @field_validator("tile_overlap")
-    @classmethod
-    def _check_overlap(cls, value: int, info: ValidationInfo) -> int:
-        tile = info.data.get("tile")
-        if tile is not None and value >= tile:
-            raise ValueError(f"must be smaller than teacher.tile ({tile})")
-        return value
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> TeacherSpec:
-        given = [name for name in _SOURCES if getattr(self, name)]
-        if len(given) != 1:
-            got = f"got {' and '.join(given)}" if given else "got none"
-            raise ValueError(
-                "give exactly one teacher source: checkpoint, run_dir, weights (+ model) or train; " + got
-            )
-        return self
-
-    @property
-    def kind(self) -> str:
-        return next(name for name in _SOURCES if getattr(self, name))
-
-
-class ECOConfig(MethodConfig):
-    """Knobs of ECO (``methods.eco.*``)."""
-
-    mode: Mode = Field("eco", description="eco (Eq. 14 mixup) | noise_free (D(ŷc), ŷc) | kd (x, ŷc)")
-    schedule: Shape = Field(
-        "linear",
-        description="shape of α_t: linear | cosine | step | sigmoid (the authors' code)",
-    )
-    alpha_start: float = Field(0.0, ge=0, le=1, description="α0, the weight of the real pair at step 0")
-    ramp_fraction: float = Field(
-        1.0, ge=0, le=1, description="fraction of training by which α reaches 1 (0: vanilla at once)"
-    )
-    step_count: int = Field(1, ge=1, description="step shape: number of equal jumps up to 1")
-    teacher: TeacherSpec = Field(description="the pretrained SR network F_pre")
-    teacher_input: Literal["task", "clean"] = Field(
-        "task", description="teacher input: the task's LR (noisy for realworld_sr) or the clean bicubic LR"
-    )
-    centroid_dtype: cache.CentroidDtype = Field(
-        "uint8", description="storage of ŷc (uint8 is what saving SR images as PNG gives)"
-    )
-    allow_quantized_input: bool = Field(
-        False,
-        description="accept 8-bit LR inputs (task.quantize_input) or stored LR files: D(y_t) = x_t "
-        "then holds only up to the rounding of x",
-    )
-
+CENTROIDS_ROLE = "centroids"
 
 def alpha_at(
     iteration: int,
@@ -213,7 +86,7 @@ class CentroidExtras:
     """``TrainPatchDataset`` extras: ŷc (GT grid), D(ŷc) and, for noisy tasks, D(y) (LR grid)
     of an image, as lazily cropped memory-mapped views. Picklable for loader workers."""
 
-    def __init__(self, store: cache.CentroidStore, previous: Any = None):
+    def __init__(self, store: CentroidStore, previous: Any = None):
         self.store, self.previous = store, previous
 
     def __call__(self, index: int) -> dict[str, tuple[Any, int]]:
@@ -267,11 +140,8 @@ class ECO(Method):
             )
         self.task_config = task
         self.total_iterations = int(context.config.train.iterations)
-        self.cache_dir = Path(context.cache_dir)
-        self.device = context.world.device
-        self.is_main = context.world.is_main
-        self.log = context.log
-        self.store: cache.CentroidStore | None = None
+        self.artifacts = dict(context.artifacts)  # role -> local folder (see ECOConfig.stages)
+        self.store: CentroidStore | None = None
         self.teacher_source = ""
 
     # ------------------------------------------------------------------ schedule
@@ -288,41 +158,10 @@ class ECO(Method):
             step_count=c.step_count,
         )
 
-    # ------------------------------------------------------------------ teacher
-    def resolve_teacher(self) -> cache.ResolvedTeacher:
-        spec, scale = self.config.teacher, self.task_config.scale
-        base_field = "methods.eco.teacher"
-        kind = spec.kind
-        if kind == "weights":
-            assert spec.weights is not None and spec.model is not None
-            teacher = cache.teacher_from_weights(
-                spec.weights, spec.model, spec.model_kwargs, scale, field=f"{base_field}.weights"
-            )
-        else:
-            if kind == "checkpoint":
-                assert spec.checkpoint is not None
-                path = spec.checkpoint
-            elif kind == "run_dir":
-                assert spec.run_dir is not None
-                path = cache.latest_checkpoint(spec.run_dir, field=f"{base_field}.run_dir")
-            else:
-                path = cache.train_teacher(
-                    cache.load_teacher_config(spec.train),
-                    cache_dir=self.cache_dir,
-                    device=self.device,
-                    log=self.log,
-                )
-            teacher = cache.teacher_from_checkpoint(path, use_ema=spec.use_ema, field=f"{base_field}.{kind}")
-        if teacher.scale != scale:
-            raise ConfigError(
-                f"the teacher ({teacher.source}) is a x{teacher.scale} model but the task is x{scale}",
-                field=f"{base_field}.{kind}",
-            )
-        return teacher
-
     # ------------------------------------------------------------------ hooks
     def wrap_train_dataset(self, dataset: Any) -> Any:
         from resweep.data.datasets import TrainPatchDataset
+        from resweep.methods.eco_centroids import lr_sizes
 
         if not isinstance(dataset, TrainPatchDataset):
             raise ResweepError(
@@ -336,39 +175,24 @@ class ECO(Method):
                 "methods.eco.allow_quantized_input: true",
                 field="data.train.kind",
             )
-        # Building/training the teacher draws random numbers; fork the RNG so a trial that
-        # computes the cache continues exactly like one that finds it.
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            self.store = self._prepare_centroids(dataset)
+        if CENTROIDS_ROLE not in self.artifacts:
+            raise ResweepError(
+                "ECO: no centroids artifact for this run; its stages are made before training "
+                "(resweep.stages.prepare_local / a study's prepare_stages)"
+            )
+        self.store = CentroidStore(self.artifacts[CENTROIDS_ROLE])
+        self.teacher_source = str(self.store.manifest.get("teacher_source", ""))
+        if self.store.lr_hw != [tuple(hw) for hw in lr_sizes(dataset)]:
+            raise ResweepError(
+                f"eco: the centroids in {self.store.path} were made for other images than this "
+                "run's training set (data.train)"
+            )
         return TrainPatchDataset(
             dataset.source,
             dataset.task,
             dataset.patch_size,
             dataset.augment,
             extras=CentroidExtras(self.store, previous=dataset.extras),
-        )
-
-    def _prepare_centroids(self, dataset: Any) -> cache.CentroidStore:
-        teacher = self.resolve_teacher()
-        self.teacher_source = teacher.source
-        t = self.task_config
-        noisy = t.kind == "realworld_sr" and t.noise_sigma > 0
-        task_key: dict[str, Any] = {"kind": t.kind, "scale": t.scale, "quantize_input": t.quantize_input}
-        if noisy:
-            task_key["noise_sigma"] = t.noise_sigma
-        request = cache.CentroidRequest(
-            dataset=dataset,
-            teacher=teacher,
-            task=task_key,
-            teacher_input=self.config.teacher_input,
-            centroid_dtype=self.config.centroid_dtype,
-            clean_lr=noisy,
-            tile=self.config.teacher.tile,
-            tile_overlap=self.config.teacher.tile_overlap,
-        )
-        return cache.ensure_centroids(
-            request, cache_dir=self.cache_dir, device=self.device, log=self.log, progress=self.is_main
         )
 
     def transform_batch(self, batch: dict[str, torch.Tensor], iteration: int) -> dict[str, torch.Tensor]:
@@ -388,3 +212,6 @@ class ECO(Method):
         if self.task_config.kind == "realworld_sr":
             notes.append("realworld_sr: D(ŷc) carries the sample's own noise draw (x_t = D(y_t) + n)")
         return notes
+
+
+__all__ = ["ECO", "ECOConfig", "TeacherSpec", "alpha_at", "blend"]

@@ -1,0 +1,23 @@
+"""The base of every method's knobs; torch-free so that configs validate without importing torch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from resweep.config import ExperimentConfig
+    from resweep.stages import StageDefinition
+
+
+class MethodConfig(BaseModel):
+    """Knobs of one method. ``enabled: false`` keeps the settings but switches it off."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    enabled: bool = True
+
+    def stages(self, experiment: ExperimentConfig) -> dict[str, StageDefinition]:
+        """Artifacts this method needs made before training (role -> definition); see
+        :mod:`resweep.stages`. The run reads each one from ``MethodContext.artifact_dir(role)``."""
+        return {}

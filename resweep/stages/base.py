@@ -1,0 +1,148 @@
+"""Stage definitions, the registry of stage kinds, and artifact keys (torch-free, Ray-free)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from resweep.errors import ConfigError, RegistryError, ResweepError
+from resweep.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+#: kind -> "module:producer" of the built-in kinds, imported when a config names the kind.
+#: Adding a kind: write resweep/stages/<kind>.py with ``@register_stage("<kind>", Definition)``
+#: on its producer, then add ONE line here.
+BUILTIN_STAGES: dict[str, str] = {
+    "train": "resweep.stages.train:produce_train",
+    "eco_centroids": "resweep.stages.eco_centroids:produce_eco_centroids",
+}
+
+
+class StageDefinition(BaseModel):
+    """What defines an artifact. Each kind subclasses it with its own fields.
+
+    Strict (unknown keys are errors) and YAML round-trippable. ``code_version`` is bumped by
+    a kind when its producer's output changes for the same definition: it is part of the key.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    kind: str
+    code_version: ClassVar[int] = 1
+
+    def dependencies(self) -> dict[str, StageDefinition]:
+        """Stages this one reads (role -> definition), made first; see ``StageContext.artifact_dir``."""
+        return {}
+
+    def identity(self) -> dict[str, Any]:
+        """What the key needs beyond the definition: identity of the data or files it names
+        (file names, sizes, mtimes, content hashes). Computed on the driver only."""
+        return {}
+
+    def key_definition(self) -> dict[str, Any]:
+        """The part of the definition that changes the artifact (default: all of it)."""
+        return self.model_dump(mode="json")
+
+
+@dataclass
+class StageContext:
+    """What a producer may use besides its definition."""
+
+    log: Callable[[str], None] = print
+    device: torch.device | None = None
+    #: role -> local folder of each dependency's artifact
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    progress: bool = True
+
+    def artifact_dir(self, role: str) -> Path:
+        if role not in self.artifacts:
+            known = ", ".join(sorted(self.artifacts)) or "none"
+            raise ResweepError(f"stage dependency '{role}' was not made (dependencies: {known})")
+        return Path(self.artifacts[role])
+
+
+Producer = Callable[[Any, Path, StageContext], dict[str, float]]
+
+
+@dataclass(frozen=True)
+class StageKind:
+    kind: str
+    definition_class: type[StageDefinition]
+    produce: Producer
+
+
+STAGES: Registry[StageKind] = Registry("stage kind")
+for _kind, _target in BUILTIN_STAGES.items():
+    STAGES.register_lazy(_kind, _target)
+
+
+def register_stage(kind: str, definition_class: type[StageDefinition]) -> Callable[[Producer], Producer]:
+    """Decorator on ``produce(definition, out_dir, context) -> metrics``: registers kind ``kind``.
+
+    The producer writes the artifact's files into ``out_dir`` (a fresh local folder) and
+    returns the artifact's own metrics; it must not import Ray.
+    """
+
+    def decorator(produce: Producer) -> Producer:
+        STAGES.register(kind)(StageKind(kind, definition_class, produce))  # type: ignore[arg-type]
+        return produce
+
+    return decorator
+
+
+def stage_kind(kind: str) -> StageKind:
+    """The registered kind (its module is imported on first use)."""
+    return STAGES.get(kind)
+
+
+def parse_stage(data: Any, *, field: str = "stage") -> StageDefinition:
+    """A stage definition from a mapping with a ``kind`` (or a definition already)."""
+    if isinstance(data, StageDefinition):
+        return data
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ValueError(f"{field}: a stage definition is a mapping with a 'kind' ({', '.join(STAGES.names())})")
+    try:
+        entry = stage_kind(str(data["kind"]))
+    except RegistryError as exc:
+        raise ValueError(f"{field}.kind: {exc}") from None
+    try:
+        return entry.definition_class.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{field}.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ValueError(problems) from None
+
+
+def _sha256_json(data: Any) -> str:
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def stage_key(definition: StageDefinition) -> str:
+    """Content hash of what defines the artifact: kind, its code version, the definition,
+    the identity of the data it names, and the keys of the stages it depends on."""
+    key_data = {
+        "kind": definition.kind,
+        "code_version": type(definition).code_version,
+        "definition": definition.key_definition(),
+        "identity": definition.identity(),
+        "dependencies": {role: stage_key(dep) for role, dep in sorted(definition.dependencies().items())},
+    }
+    return f"{definition.kind}-{_sha256_json(key_data)[:16]}"
+
+
+def check_definition(definition: StageDefinition, source: str) -> None:
+    """Raise a ConfigError naming ``source`` if the definition's kind is unknown."""
+    try:
+        stage_kind(definition.kind)
+    except RegistryError as exc:
+        raise ConfigError(str(exc), source=source, field="kind") from None

@@ -1,0 +1,97 @@
+"""The built-in ``train`` kind: a full training run of the engine, kept as its weights.
+
+Artifact files: ``weights.pt`` (the model's state dict: the EMA weights when the run had an
+EMA, as evaluation used them), ``metrics.json`` (final status, iteration and evaluation
+metrics) and ``config.yaml`` (the experiment that was trained). ECO's teacher, RCL
+pretraining and SL(Den) pretraining are ``train`` stages.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import field_validator
+
+from resweep.stages.base import StageContext, StageDefinition, register_stage
+
+WEIGHTS_FILE = "weights.pt"
+METRICS_FILE = "metrics.json"
+CONFIG_FILE = "config.yaml"
+
+# Keys that do not change the trained weights: renaming or re-logging a run reuses its artifact.
+_NON_WEIGHT_KEYS = ("name", "eval", "train.log_every", "train.checkpoint_every", "train.checkpoints_to_keep")
+
+
+class TrainStage(StageDefinition):
+    """``kind: train``: ``experiment`` is a full experiment config (validated as one)."""
+
+    kind: str = "train"
+    experiment: dict[str, Any]
+
+    @field_validator("experiment")
+    @classmethod
+    def _check_experiment(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from resweep.config import ExperimentConfig
+        from resweep.errors import ConfigError
+
+        try:
+            return ExperimentConfig.from_dict(value, source="train stage").to_dict()
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    def config(self) -> Any:
+        from resweep.config import ExperimentConfig
+
+        return ExperimentConfig.from_dict(self.experiment, source="train stage")
+
+    def key_definition(self) -> dict[str, Any]:
+        data = json.loads(json.dumps(self.experiment))
+        for dotted in _NON_WEIGHT_KEYS:
+            node = data
+            *parents, last = dotted.split(".")
+            for part in parents:
+                node = node.get(part, {})
+            node.pop(last, None)
+        return {"kind": self.kind, "experiment": data}
+
+    def identity(self) -> dict[str, Any]:
+        from resweep.stages.identity import dataset_identity
+
+        return {"train_data": dataset_identity(self.config().data.train)}
+
+    def dependencies(self) -> dict[str, StageDefinition]:
+        return self.config().stages()
+
+
+@register_stage("train", TrainStage)
+def produce_train(definition: TrainStage, out_dir: Path, context: StageContext) -> dict[str, float]:
+    import torch
+
+    from resweep.engine.trainer import STATUS_FINISHED, Trainer, default_device
+    from resweep.errors import ResweepError
+    from resweep.methods.base import World
+
+    config = definition.config()
+    device = context.device or default_device(config)
+    trainer = Trainer(
+        config,
+        world=World(device=device),
+        log=lambda msg: context.log(f"[train stage '{config.name}'] {msg}"),
+        artifacts=dict(context.artifacts),
+    )
+    outcome = trainer.fit()
+    if outcome.status != STATUS_FINISHED:
+        raise ResweepError(
+            f"train stage '{config.name}' ended '{outcome.status}' at iteration {outcome.iteration}; "
+            "fix its config"
+        )
+    model = trainer.ema.module if trainer.ema is not None else trainer.model
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / WEIGHTS_FILE)
+    config.save(out_dir / CONFIG_FILE)
+    metrics = {k: float(v) for k, v in outcome.metrics.items() if isinstance(v, int | float)}
+    (out_dir / METRICS_FILE).write_text(
+        json.dumps({"status": outcome.status, "iteration": outcome.iteration, "metrics": metrics}, indent=1)
+    )
+    return metrics
