@@ -140,6 +140,18 @@ def stage_key(definition: StageDefinition) -> str:
     return f"{definition.kind}-{_sha256_json(key_data)[:16]}"
 
 
+def definition_digest(definition: StageDefinition) -> str:
+    """Hash of the definition alone (no data identity): the same on every node, so a trial can
+    look up the key its driver computed (identity may differ between nodes, e.g. file mtimes)."""
+    data = {
+        "kind": definition.kind,
+        "code_version": type(definition).code_version,
+        "definition": definition.key_definition(),
+        "dependencies": {r: definition_digest(d) for r, d in sorted(definition.dependencies().items())},
+    }
+    return _sha256_json(data)[:24]
+
+
 def check_definition(definition: StageDefinition, source: str) -> None:
     """Raise a ConfigError naming ``source`` if the definition's kind is unknown."""
     try:

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from resweep.errors import ResweepError
-from resweep.stages.base import StageContext, StageDefinition, parse_stage, stage_key, stage_kind
+from resweep.stages.base import (
+    StageContext,
+    StageDefinition,
+    definition_digest,
+    parse_stage,
+    stage_key,
+    stage_kind,
+)
 from resweep.stages.store import ArtifactStore, join_uri
 
 if TYPE_CHECKING:
@@ -167,6 +174,35 @@ def prepare_local(
     planned, roles = plan(experiment.stages())
     records = [produce(p, str(storage), scratch=scratch, device=device, log=log) for p in planned]
     return fetch_artifacts(artifact_uris(str(storage), roles), Path(scratch or tempfile.gettempdir())), records
+
+
+def resolve_trial_artifacts(
+    experiment: ExperimentConfig,
+    storage: str,
+    prepared: dict[str, str],
+    scratch: Path,
+    *,
+    device: torch.device | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """In a trial: role -> local folder of each stage ``experiment`` declares, and role -> key.
+
+    ``prepared`` (definition digest -> key) is what the driver made before the trials started.
+    A stage it could not foresee (a search space that changes a stage's definition, sampled by
+    Optuna at run time) is made here, in the same store, with the same commit protocol.
+    """
+    stages = experiment.stages()
+    keys: dict[str, str] = {}
+    for role, definition in sorted(stages.items()):
+        digest = definition_digest(definition)
+        if digest in prepared:
+            keys[role] = prepared[digest]
+            continue
+        planned, roles = plan({role: definition})
+        for p in planned:
+            produce(p, storage, scratch=scratch, device=device, log=log)
+        keys[role] = roles[role]
+    return fetch_artifacts(artifact_uris(storage, keys), scratch), keys
 
 
 def definition_from_json(text: str) -> StageDefinition:

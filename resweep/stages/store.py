@@ -137,8 +137,13 @@ class ArtifactStore:
         pafs.copy_files(self._path(key, attempt), str(tmp), source_filesystem=self.fs,
                         destination_filesystem=pafs.LocalFileSystem())
         (tmp / ".complete").write_text(attempt)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)  # fails if another process of this node put it there first
+        except OSError:
+            if not (stamp.is_file() and stamp.read_text() == attempt):
+                shutil.rmtree(target, ignore_errors=True)  # a stale or partial older download
+                os.replace(tmp, target)
+            shutil.rmtree(tmp, ignore_errors=True)
         return target
 
     # ------------------------------------------------------------------ writing

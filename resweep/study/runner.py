@@ -19,7 +19,9 @@ TUNE_DIR = "tune"
 
 
 # --------------------------------------------------------------------------- progress + results
-def _make_callback(study: StudyConfig, study_dir: Path, total_trials: int | None, quiet: bool):
+def _make_callback(
+    study: StudyConfig, study_dir: Path, total_trials: int | None, quiet: bool, prepared: Any = None
+):
     from ray.tune import Callback
 
     class StudyCallback(Callback):
@@ -35,8 +37,10 @@ def _make_callback(study: StudyConfig, study_dir: Path, total_trials: int | None
 
         def on_trial_start(self, iteration, trials, trial, **info):
             label, params, seed = trial_params(trial.config, study.seeds)
-            experiment = study.experiment_for(params, seed).to_dict()
-            self.results.trial_started(trial.trial_id, label, seed, params, experiment)
+            config = study.experiment_for(params, seed)
+            self.results.trial_started(trial.trial_id, label, seed, params, config.to_dict())
+            if prepared is not None:  # stages: which artifacts the trial reads (role -> key)
+                self.results.trials[trial.trial_id]["artifacts"] = json.dumps(prepared.roles_for(config))
             self._progress(trials)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -94,9 +98,12 @@ def progress_line(results: StudyResults, study: StudyConfig, launched: int, tota
 
 
 # --------------------------------------------------------------------------- building the Tuner
-def _settings(study: StudyConfig, study_dir: Path, storage: str) -> dict[str, Any]:
+def _settings(study: StudyConfig, study_dir: Path, storage: str, prepared: Any = None) -> dict[str, Any]:
     r = study.resources
     return {
+        # stages: where artifacts live and definition digest -> key of those the driver made
+        "storage": storage,
+        "artifacts": dict(prepared.keys) if prepared is not None else {},
         "seeds": list(study.seeds),
         "workers": r.workers,
         "in_process": r.in_process,
@@ -109,10 +116,10 @@ def _settings(study: StudyConfig, study_dir: Path, storage: str) -> dict[str, An
     }
 
 
-def _trainable(study: StudyConfig, study_dir: Path, storage: str):
+def _trainable(study: StudyConfig, study_dir: Path, storage: str, prepared: Any = None):
     from ray import tune
 
-    settings = _settings(study, study_dir, storage)
+    settings = _settings(study, study_dir, storage, prepared)
     fn = tune.with_parameters(study_trial, base=study.base.to_dict(), settings=settings)
     r = study.resources
     if r.workers == 1 and r.in_process:
@@ -277,10 +284,11 @@ def run_study(
     preflight(study.base)  # bad data fails here, before any trial starts
     storage = _prepare_dir(study, study_dir, source)
     init_ray(address, num_cpus=num_cpus)
+    prepared = _prepare_stages(study, study_dir, storage)
     search_alg, param_space, num_samples, total = _searcher_and_space(study, study_dir)
-    callback = _make_callback(study, study_dir, total, quiet)
+    callback = _make_callback(study, study_dir, total, quiet, prepared)
     tuner = tune.Tuner(
-        _trainable(study, study_dir, storage),
+        _trainable(study, study_dir, storage, prepared),
         param_space=param_space,
         tune_config=tune.TuneConfig(
             search_alg=search_alg,
@@ -323,10 +331,11 @@ def resume_study(
     init_ray(address, num_cpus=num_cpus)
     if not tune.Tuner.can_restore(tune_path):
         raise ResweepError(f"no Ray Tune state to resume in {tune_path}")
+    prepared = _prepare_stages(study, study_dir, storage)  # finished artifacts are reused
     _, param_space, _, _ = _searcher_and_space(study, study_dir)
     tuner = tune.Tuner.restore(
         tune_path,
-        trainable=_trainable(study, study_dir, storage),
+        trainable=_trainable(study, study_dir, storage, prepared),
         resume_unfinished=True,
         resume_errored=False,
         restart_errored=False,
@@ -340,6 +349,18 @@ def resume_study(
     return study_dir
 
 
+def _prepare_stages(study: StudyConfig, study_dir: Path, storage: str) -> Any:
+    """Stages: make the artifacts the trials need (each once, as Ray tasks) before any trial."""
+    from resweep.stages.on_ray import prepare_stages
+
+    if study.search.algorithm in ("grid", "random"):
+        experiments = [study.experiment_for(t["params"], t["seed"]) for t in study.trial_configs()]
+    else:  # Optuna samples at run time: the base config's stages here, others in the trial
+        experiments = [study.base]
+    r = study.resources
+    return prepare_stages(experiments, storage, study_dir, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker)
+
+
 def _mirror_results(study_dir: Path, storage: str) -> None:
     """With remote storage (s3://...), copy the study's own files next to Ray's results."""
     if "://" not in storage:
@@ -347,7 +368,7 @@ def _mirror_results(study_dir: Path, storage: str) -> None:
     import pyarrow.fs as pafs
 
     fs, root = pafs.FileSystem.from_uri(storage)
-    for name in ("trials.parquet", "curves.parquet", "per_image.parquet", "study.json", STUDY_FILE):
+    for name in ("trials.parquet", "curves.parquet", "per_image.parquet", "artifacts.parquet", "study.json", STUDY_FILE):
         src = study_dir / name
         if src.is_file():
             pafs.copy_files(str(src), f"{root}/{name}", destination_filesystem=fs)

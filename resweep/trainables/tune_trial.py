@@ -43,12 +43,31 @@ def study_trial(config: dict[str, Any], *, base: dict[str, Any], settings: dict[
     settings = {**settings, "started_at": time.time()}
     cache_dir = settings.get("cache_dir")
     if settings["workers"] == 1 and settings["in_process"]:
-        _train_in_process(experiment, cache_dir, settings)
+        _train_in_process(experiment, cache_dir, settings, _trial_scratch(trial_id))
     else:
         _train_with_torch_trainer(experiment, trial_id, cache_dir, settings)
 
 
-def _train_in_process(experiment: ExperimentConfig, cache_dir: str | None, settings: dict[str, Any]) -> None:
+def _trial_scratch(trial_id: str) -> Path:
+    """This trial's own local folder for fetched artifacts (on whichever node it runs)."""
+    import tempfile
+
+    path = Path(tempfile.gettempdir()) / "resweep-scratch" / trial_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _artifacts_of(experiment: ExperimentConfig, settings: dict[str, Any], scratch: Path) -> tuple[dict[str, Path], dict[str, str]]:
+    from resweep.stages.produce import resolve_trial_artifacts
+
+    return resolve_trial_artifacts(
+        experiment, settings["storage"], settings.get("artifacts") or {}, scratch, log=_trial_logger()
+    )
+
+
+def _train_in_process(
+    experiment: ExperimentConfig, cache_dir: str | None, settings: dict[str, Any], scratch: Path
+) -> None:
     import torch
     from ray import tune
 
@@ -61,6 +80,7 @@ def _train_in_process(experiment: ExperimentConfig, cache_dir: str | None, setti
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
     if not use_gpu:
         torch.set_num_threads(max(1, int(settings["cpus_per_worker"])))
+    artifacts, _ = _artifacts_of(experiment, settings, scratch)
     trainer = Trainer(
         experiment,
         world=World(rank=0, world_size=1, device=device),
@@ -70,6 +90,7 @@ def _train_in_process(experiment: ExperimentConfig, cache_dir: str | None, setti
         log=_trial_logger(),
         started_at=settings.get("started_at") or time.time(),
         image_dir=_image_dir(settings),
+        artifacts=artifacts,
     )
     trainer.fit()
 
@@ -81,8 +102,10 @@ def _train_with_torch_trainer(
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from resweep.stages.produce import artifact_uris
     from resweep.trainables.worker import train_loop_per_worker
 
+    _, keys = _artifacts_of(experiment, settings, _trial_scratch(trial_id))
     use_gpu = settings["gpus_per_worker"] > 0
     resources = {"CPU": settings["cpus_per_worker"]}
     if use_gpu:
@@ -92,6 +115,7 @@ def _train_with_torch_trainer(
         train_loop_config={
             "experiment": experiment.to_dict(),
             "cache_dir": cache_dir,
+            "artifacts": artifact_uris(settings["storage"], keys),  # role -> URI; workers fetch
             "started_at": settings.get("started_at"),
             "image_dir": str(_image_dir(settings)) if _image_dir(settings) else None,
         },

@@ -88,6 +88,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     output_dir = loop_config.get("output_dir")
     recorder = RunRecorder(output_dir) if output_dir and world.is_main else None
     cache_dir = loop_config.get("cache_dir")
+    artifacts = None
+    if loop_config.get("artifacts") is not None:
+        import tempfile
+
+        from resweep.stages.produce import fetch_artifacts
+
+        scratch = Path(tempfile.gettempdir()) / "resweep-scratch" / context.get_experiment_name()
+        artifacts = fetch_artifacts(loop_config["artifacts"], scratch)
     trainer = Trainer(
         config,
         world=world,
@@ -96,6 +104,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         cache_dir=Path(cache_dir) if cache_dir else None,
         started_at=loop_config.get("started_at"),
         image_dir=Path(loop_config["image_dir"]) if loop_config.get("image_dir") else None,
+        artifacts=artifacts,
     )
     trainer.fit()
 

@@ -1,0 +1,134 @@
+"""The study driver's side of stages: make every artifact the study's trials need, each as its
+own Ray task, before the Tuner starts; record them in ``artifacts.parquet``.
+
+This is the one module of :mod:`resweep.stages` that imports Ray (inside functions only).
+A ``train`` stage runs as one Ray task with one training worker's resources (its own
+``resources``: CPUs and a GPU when the study's workers have one).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from resweep.errors import ResweepError
+from resweep.stages.base import definition_digest
+from resweep.stages.produce import FAILED, PRODUCED, ArtifactRecord, PlannedStage, plan, produce
+
+if TYPE_CHECKING:
+    from resweep.config import ExperimentConfig
+
+ARTIFACTS_FILE = "artifacts.parquet"
+
+
+@dataclass
+class PreparedStages:
+    """What trials are given: the storage and definition digest -> artifact key."""
+
+    storage: str
+    keys: dict[str, str] = field(default_factory=dict)
+    records: list[ArtifactRecord] = field(default_factory=list)
+
+    def roles_for(self, experiment: ExperimentConfig) -> dict[str, str]:
+        """role -> key of the artifacts a trial of ``experiment`` reads (those made here)."""
+        out = {}
+        for role, definition in experiment.stages().items():
+            digest = definition_digest(definition)
+            if digest in self.keys:
+                out[role] = self.keys[digest]
+        return out
+
+
+def _produce_task(planned: PlannedStage, storage: str, use_gpu: bool) -> ArtifactRecord:
+    import tempfile
+
+    import torch
+
+    device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+    # a scratch folder of this task's own, on whichever node Ray placed it
+    with tempfile.TemporaryDirectory(prefix="resweep-stage-") as scratch:
+        return produce(planned, storage, scratch=Path(scratch), device=device, progress=False)
+
+
+def prepare_stages(
+    experiments: Iterable[ExperimentConfig],
+    storage: str,
+    study_dir: Path,
+    *,
+    cpus: float = 1,
+    gpus: float = 0,
+    log: Callable[[str], None] = print,
+) -> PreparedStages:
+    """Make every artifact ``experiments`` declare (each key once; dependencies first; those
+    independent of each other in parallel Ray tasks) and write ``artifacts.parquet``."""
+    import ray
+
+    planned: dict[str, PlannedStage] = {}
+    prepared = PreparedStages(storage)
+    for experiment in experiments:
+        stages = experiment.stages()
+        steps, roles = plan(stages)
+        for step in steps:
+            planned.setdefault(step.key, step)
+        for role, definition in stages.items():
+            prepared.keys[definition_digest(definition)] = roles[role]
+    if not planned:
+        return prepared
+    remote = ray.remote(_produce_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    done: dict[str, ArtifactRecord] = {}
+    waiting = dict(planned)
+    log(f"stages: {len(planned)} artifact(s) for this study: {', '.join(planned)}")
+    while waiting:
+        ready = [p for p in waiting.values() if all(k in done for k in p.dependencies.values())]
+        futures = {p.key: remote.remote(p, storage, gpus > 0) for p in ready}
+        failures = []
+        for key, future in futures.items():
+            start = time.time()
+            try:
+                done[key] = ray.get(future)
+            except Exception as exc:  # noqa: BLE001 - recorded, then raised with every failure named
+                step = waiting[key]
+                done[key] = ArtifactRecord(
+                    key, step.definition.kind, json.dumps(step.definition.model_dump(mode="json")), FAILED,
+                    time.time() - start, time.time(), "", error=_short(exc),
+                )
+                failures.append(key)
+            waiting.pop(key)
+            record = done[key]
+            log(f"stages: {key}: {record.status}" + (f" in {record.seconds:.1f} s" if record.status == PRODUCED else ""))
+        if failures:
+            prepared.records = list(done.values())
+            write_artifacts_table(study_dir, prepared.records)
+            errors = "; ".join(f"{k}: {done[k].error}" for k in failures)
+            raise ResweepError(f"could not make the study's artifact(s): {errors}")
+    prepared.records = list(done.values())
+    write_artifacts_table(study_dir, prepared.records)
+    return prepared
+
+
+def _short(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None) or exc
+    return f"{type(cause).__name__}: {cause}"
+
+
+def write_artifacts_table(study_dir: Path, records: list[ArtifactRecord]) -> None:
+    """Merge ``records`` into ``<study_dir>/artifacts.parquet`` (one row per key). A key made by
+    this study stays 'produced' when a resume finds it committed."""
+    import pyarrow.parquet as pq
+
+    from resweep.engine.records import write_parquet_atomic
+
+    path = Path(study_dir) / ARTIFACTS_FILE
+    rows: dict[str, dict[str, Any]] = {}
+    if path.is_file():
+        rows = {r["key"]: r for r in pq.read_table(path).to_pylist()}
+    for record in records:
+        old = rows.get(record.key)
+        if old is not None and old.get("status") == PRODUCED and record.status != FAILED:
+            continue
+        rows[record.key] = record.row()
+    write_parquet_atomic(list(rows.values()), path)
