@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from resweep.analysis import dashboard as dash
+from resweep.analysis.artifacts_section import artifacts_section
 from resweep.analysis.load import StudyData, load_study
 from resweep.analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, Importance, param_importance
 from resweep.analysis.tables import (
@@ -149,6 +150,9 @@ def build_report(
     page.sections.append(dash.Section("visual", "Largest gains and losses per image",
                                       _visual_body(data, result, ranking, method_row, primary)))
     page.sections.append(dash.Section("trials", "Trials", _trials_body(trials)))
+    artifacts = artifacts_section(data)  # stages: teachers, encoders, centroids the study made
+    if artifacts is not None:
+        page.sections.append(artifacts)
     notes = list(ablation.attrs.get("notes", []))
     if notes:
         page.sections.append(dash.Section("notes", "Notes", "<ul>" + "".join(

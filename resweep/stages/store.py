@@ -40,6 +40,14 @@ DEFINITION_FILE = "definition.json"
 ARTIFACTS_DIR = "artifacts"
 
 
+def scratch_root() -> Path:
+    """This process's local scratch for fetched artifacts: ``$RESWEEP_SCRATCH``, else
+    ``<tmp>/resweep-scratch`` (each node has its own)."""
+    import tempfile
+
+    return Path(os.environ.get("RESWEEP_SCRATCH") or Path(tempfile.gettempdir()) / "resweep-scratch")
+
+
 def join_uri(base: str, *parts: str) -> str:
     """``base/parts...`` for a path or a URI, keeping a URI's query (``?endpoint_override=``)."""
     if "://" not in base:

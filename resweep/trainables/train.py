@@ -60,12 +60,22 @@ def run_training(
     config.save(output_dir / "config.yaml")
     init_ray(address, quiet=quiet)
     gpu = _use_gpu(use_gpu)
+    # Stages first, as a study makes them (a Ray task each), into the same artifact store the
+    # engine uses on its own (<cache>/artifacts/<key>): a rerun or a study on this cache reuses them.
+    from resweep.engine.trainer import default_cache_dir
+    from resweep.stages.on_ray import prepare_stages
+    from resweep.stages.produce import artifact_uris
+
+    storage = str(Path(cache_dir) if cache_dir else default_cache_dir())
+    prepared = prepare_stages([config], storage, output_dir, cpus=cpus_per_worker, gpus=1 if gpu else 0)
+    artifacts = artifact_uris(storage, prepared.roles_for(config))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "experiment": config.to_dict(),
             "output_dir": str(output_dir),
             "cache_dir": str(cache_dir) if cache_dir else None,
+            "artifacts": artifacts,  # role -> URI; each worker fetches its own copy
             "image_dir": str(output_dir / "images" / "final"),
             # wall-clock start of `resweep train`: workers report startup_seconds against it
             "started_at": started_at,

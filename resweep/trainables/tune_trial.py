@@ -50,9 +50,9 @@ def study_trial(config: dict[str, Any], *, base: dict[str, Any], settings: dict[
 
 def _trial_scratch(trial_id: str) -> Path:
     """This trial's own local folder for fetched artifacts (on whichever node it runs)."""
-    import tempfile
+    from resweep.stages.store import scratch_root
 
-    path = Path(tempfile.gettempdir()) / "resweep-scratch" / trial_id
+    path = scratch_root() / trial_id
     path.mkdir(parents=True, exist_ok=True)
     return path
 

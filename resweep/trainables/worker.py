@@ -90,11 +90,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cache_dir = loop_config.get("cache_dir")
     artifacts = None
     if loop_config.get("artifacts") is not None:
-        import tempfile
-
         from resweep.stages.produce import fetch_artifacts
+        from resweep.stages.store import scratch_root
 
-        scratch = Path(tempfile.gettempdir()) / "resweep-scratch" / context.get_experiment_name()
+        scratch = scratch_root() / context.get_experiment_name()
         artifacts = fetch_artifacts(loop_config["artifacts"], scratch)
     trainer = Trainer(
         config,

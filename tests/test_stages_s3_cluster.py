@@ -1,0 +1,211 @@
+"""Stages and S3-compatible storage on a two-node Ray cluster.
+
+A real S3 server (moto's, on 127.0.0.1) is the study's storage and the ONLY place the nodes
+share: a ``ray.cluster_utils.Cluster`` with two nodes (one CPU each, so two concurrent trials
+land on both), each node with a scratch folder of its own. An ECO sweep of 4 trials trains
+its teacher once, every trial reads the same centroids artifact, and ``artifacts.parquet``
+says so. The driver is SIGKILLed after the first trial finished and ``resweep resume``
+continues from the S3 storage; ``resweep report`` then works from a local copy of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from conftest import ROOT, tiny_config_dict
+
+pytestmark = pytest.mark.ray
+pytest.importorskip("moto")
+pytest.importorskip("boto3")
+
+BUCKET = "resweep-test"
+OBJECTIVE = "eval.demo-eval.psnr_y"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server(monkeypatch, tmp_path):
+    """moto's S3 server on 127.0.0.1, given to everything the way MinIO users give an endpoint."""
+    port = _free_port()
+    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        time.sleep(0.1)
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
+    yield endpoint
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+def _s3_files(prefix: str) -> list[str]:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(prefix)
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    return sorted(i.path.removeprefix(root + "/") for i in infos if i.type == pafs.FileType.File)
+
+
+def _s3_table(prefix: str, name: str) -> list[dict]:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(prefix)
+    return pq.read_table(f"{root}/{name}", filesystem=fs).to_pylist()
+
+
+def _finished(study_dir: Path) -> int:
+    try:
+        return sum(r["status"] == "finished" for r in pq.read_table(study_dir / "trials.parquet").to_pylist())
+    except Exception:
+        return 0
+
+
+def _eco_study(storage: str) -> dict:
+    eco_task = {"kind": "sr", "scale": 2, "quantize_input": False}
+    teacher = tiny_config_dict(**{"name": "teacher", "task": eco_task, "train.iterations": 3, "eval.sets": []})
+    base = tiny_config_dict(**{
+        "task": eco_task, "train.iterations": 16, "eval.every": 8, "train.log_every": 8,
+        "methods": {"eco": {"teacher": {"train": teacher}, "ramp_fraction": 0.5}},
+    })
+    return {
+        "name": "eco-s3",
+        "base": base,
+        "storage": storage,
+        "space": {"methods.eco.alpha_start": {"type": "grid", "values": [0.0, 0.5]}},
+        "seeds": [0, 1],
+        "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
+        "budget": {"max_concurrent": 2},
+    }
+
+
+def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, tmp_path, monkeypatch):
+    storage = f"s3://{BUCKET}/studies/eco"
+    monkeypatch.setenv("RESWEEP_SCRATCH", str(tmp_path / "scratch-driver"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+    cluster = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "stages_cluster_probe.py"), "start", str(tmp_path)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "address").exists():
+            assert cluster.poll() is None, cluster.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "the test cluster did not start"
+            time.sleep(0.5)
+        address = (tmp_path / "address").read_text()
+        study_file = tmp_path / "study.yaml"
+        study_file.write_text(yaml.safe_dump(_eco_study(storage)))
+        study_dir = tmp_path / "study"
+        cli = [sys.executable, "-m", "resweep.cli"]
+
+        # ---- run, SIGKILL the driver once a trial finished, resume from the S3 storage
+        driver = subprocess.Popen(
+            [*cli, "run", str(study_file), "--dir", str(study_dir), "--address", address],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 500
+        while _finished(study_dir) < 1:
+            assert driver.poll() is None, driver.stdout.read().decode()[-4000:]
+            assert time.monotonic() < deadline, "study made no progress"
+            time.sleep(0.5)
+        before = {r["trial_id"]: r for r in pq.read_table(study_dir / "trials.parquet").to_pylist()}
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        finished_before = {t for t, r in before.items() if r["status"] == "finished"}
+        assert 1 <= len(finished_before) < 4
+        markers_before = {
+            f: json.loads(_read_s3(storage, f)) for f in _s3_files(storage) if f.endswith("COMMITTED.json")
+        }
+        assert len(markers_before) == 2  # the teacher (train) and its centroids
+
+        resumed = subprocess.run(
+            [*cli, "resume", str(study_dir), "--address", address],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+    finally:
+        (tmp_path / "stop").write_text("")
+        try:
+            cluster.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(cluster.pid, signal.SIGKILL)
+
+    # ---- everything landed in S3: trials' checkpoints, artifacts, the study's Parquet files
+    files = _s3_files(storage)
+    for name in ("trials.parquet", "curves.parquet", "artifacts.parquet", "study.json", "study.yaml"):
+        assert name in files, name
+    assert any(f.startswith("tune/") and "/checkpoint_" in f for f in files)
+    trials = _s3_table(storage, "trials.parquet")
+    assert len(trials) == 4 and all(r["status"] == "finished" for r in trials), [r["status"] for r in trials]
+    by_id = {r["trial_id"]: r for r in trials}
+    for tid in finished_before:  # kept, not rerun
+        assert by_id[tid]["started_at"] == before[tid]["started_at"]
+
+    # ---- the teacher was trained once, every trial read the same centroids
+    artifacts = _s3_table(storage, "artifacts.parquet")
+    assert sorted(r["kind"] for r in artifacts) == ["eco_centroids", "train"]
+    assert all(r["status"] == "produced" for r in artifacts)
+    centroids = next(r for r in artifacts if r["kind"] == "eco_centroids")
+    teacher = next(r for r in artifacts if r["kind"] == "train")
+    assert teacher["metric.iteration"] == 3
+    markers_after = {f: json.loads(_read_s3(storage, f)) for f in files if f.endswith("COMMITTED.json")}
+    assert markers_after == markers_before  # resume recomputed nothing
+    assert {json.loads(r["artifacts"])["eco.centroids"] for r in trials} == {centroids["key"]}
+
+    # ---- each trial fetched it into its own scratch folder, on its own node (not the driver's)
+    fetched = {}
+    for node in ("scratch-head", "scratch-node2"):
+        for trial_dir in (tmp_path / node).glob("*"):
+            if (trial_dir / centroids["key"] / ".complete").is_file():
+                fetched[trial_dir.name] = node
+    assert set(fetched) == set(by_id), fetched
+    assert set(fetched.values()) == {"scratch-head", "scratch-node2"}  # both nodes ran trials
+    assert not (tmp_path / "scratch-driver").exists()
+
+    # ---- `resweep report` works from a copy of the storage
+    import pyarrow.fs as pafs
+
+    copy = tmp_path / "copy"
+    fs, root = pafs.FileSystem.from_uri(storage)
+    pafs.copy_files(root, str(copy), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+    report = subprocess.run([*cli, "report", str(copy)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
+    dashboard = (copy / "report" / "index.html").read_text()
+    assert centroids["key"] in dashboard and teacher["key"] in dashboard
+
+
+def _read_s3(prefix: str, name: str) -> str:
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(prefix)
+    with fs.open_input_stream(f"{root}/{name}") as f:
+        return f.read().decode()
