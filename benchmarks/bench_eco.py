@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from resweep.config import ExperimentConfig  # noqa: E402
 from resweep.data import build_train_dataset  # noqa: E402
 from resweep.engine.trainer import Trainer  # noqa: E402
-from resweep.methods import eco_centroids as cache  # noqa: E402
+from resweep.stages import PRODUCED, REUSED, parse_stage, plan, prepare_local, produce  # noqa: E402
+from resweep.stages.store import ArtifactStore  # noqa: E402
 
 DATASETS = Path("/work/shared/datasets")
 
@@ -99,15 +100,14 @@ def median_ms(values: list[float]) -> float:
 
 # --------------------------------------------------------------------------- 1 + 2
 def teacher_and_precompute(args: argparse.Namespace, cache_dir: Path) -> dict[str, float]:
-    tcfg = ExperimentConfig.from_dict(teacher_config(args))
+    # the teacher as a study makes it: a `train` stage in the artifact store
+    (teacher_stage,), _ = plan({"teacher": parse_stage({"kind": "train", "experiment": teacher_config(args)})})
     t0 = time.perf_counter()
-    ckpt = cache.train_teacher(tcfg, cache_dir=cache_dir, device=torch.device("cpu"), log=quiet)
+    record = produce(teacher_stage, str(cache_dir), device=torch.device("cpu"), log=quiet)
     teacher_seconds = time.perf_counter() - t0
-    import json
-
-    result = json.loads((ckpt.parent / "result.json").read_text())
-    psnr = result["metrics"].get("eval.CSet5.psnr_y", float("nan"))
-    bicubic = result["metrics"].get("eval.CSet5.psnr_y_baseline", float("nan"))
+    teacher_dir = ArtifactStore(cache_dir).fetch(teacher_stage.key, cache_dir)
+    psnr = record.metrics.get("eval.CSet5.psnr_y", float("nan"))
+    bicubic = record.metrics.get("eval.CSet5.psnr_y_baseline", float("nan"))
     print(f"\n[1] teacher {args.teacher_model}: {args.teacher_iters} its in {teacher_seconds:.1f} s; "
           f"CSet5 PSNR-Y {psnr:.2f} dB (bicubic {bicubic:.2f} dB)")
 
@@ -128,21 +128,26 @@ def teacher_and_precompute(args: argparse.Namespace, cache_dir: Path) -> dict[st
     from resweep.models import create_model
 
     fresh = Path(tempfile.mkdtemp(prefix="eco-bench-fresh-"))
-    eco_cfg = cfg.with_overrides({"methods.eco": {"teacher": {"checkpoint": str(ckpt)}}})
+    weights = {"weights": str(teacher_dir / "weights.pt"), "model": args.teacher_model}
+    eco_cfg = cfg.with_overrides({"methods.eco": {"teacher": weights}})
 
-    def build() -> ECO:
+    def build() -> tuple[ECO, list[Any]]:
+        artifacts, records = prepare_local(eco_cfg, fresh, device=torch.device("cpu"), log=quiet)
         ctx = MethodContext(config=eco_cfg, model=create_model(args.model, scale=2), task=task,
-                            world=World(), cache_dir=fresh, log=quiet)
-        return ECO(eco_cfg.methods["eco"], ctx)
+                            world=World(), cache_dir=fresh, log=quiet,
+                            artifacts={k.removeprefix("eco."): v for k, v in artifacts.items()})
+        return ECO(eco_cfg.methods["eco"], ctx), records
 
-    before = cache.STATS["teacher_images"]
     t0 = time.perf_counter()
-    build().wrap_train_dataset(build_train_dataset(cfg, task))
+    method, records = build()
+    method.wrap_train_dataset(build_train_dataset(cfg, task))
     compute = time.perf_counter() - t0
-    assert cache.STATS["teacher_images"] - before == len(dataset)
+    assert [r.status for r in records] == [PRODUCED] and len(method.store) == len(dataset)
     t0 = time.perf_counter()
-    build().wrap_train_dataset(build_train_dataset(cfg, task))
+    method, records = build()
+    method.wrap_train_dataset(build_train_dataset(cfg, task))
     hit = time.perf_counter() - t0
+    assert [r.status for r in records] == [REUSED]
     size = sum(p.stat().st_size for p in fresh.rglob("*.npy"))
     print(f"\n[2] {len(dataset)} images of {args.train.name}")
     print(f"    plain pass (decode + degrade)      {plain:7.2f} s  ({1000 * plain / len(dataset):.0f} ms/img)")

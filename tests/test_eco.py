@@ -99,7 +99,7 @@ def _wrapped(cfg: ExperimentConfig, cache_dir: Path) -> tuple[ECO, Any, Any]:
 def _computed(cache_dir: Path, kind: str = "eco_centroids") -> list[str]:
     """Keys of the committed artifacts of ``kind`` in the store under ``cache_dir``."""
     store = ArtifactStore(cache_dir)
-    return [k for k in store.keys() if k.startswith(f"{kind}-") and store.committed(k) is not None]
+    return [k for k in store.list_keys() if k.startswith(f"{kind}-") and store.committed(k) is not None]
 
 
 def _statuses(records: list[Any], kind: str = "eco_centroids") -> list[str]:

@@ -1,4 +1,10 @@
-"""Image data: files, sources (folder, demo, paired, patch store), training patches, eval sets."""
+"""Image data: files, sources (folder, demo, paired, patch store), training patches, eval sets.
+
+Contract of this layer: a ``DatasetSpec`` (resweep.config) becomes an ``ImageSource``
+(``build_source``); ``TrainPatchDataset`` yields aligned LQ/GT crops (plus method extras) keyed
+by ``(image, seed)``; ``build_eval_set`` gives whole images with a fixed degradation. Images
+are float ``(3, H, W)`` in [0, 1]. Knows nothing of models, methods or Ray.
+"""
 
 from resweep.data.datasets import (
     EvalItem,

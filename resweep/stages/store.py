@@ -119,7 +119,7 @@ class ArtifactStore:
             return None
         return Committed(key, marker, self.uri(key, marker["attempt"]))
 
-    def keys(self) -> list[str]:
+    def list_keys(self) -> list[str]:
         import pyarrow.fs as pafs
 
         info = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))

@@ -91,6 +91,7 @@ def produce_train(definition: TrainStage, out_dir: Path, context: StageContext) 
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out_dir / WEIGHTS_FILE)
     config.save(out_dir / CONFIG_FILE)
     metrics = {k: float(v) for k, v in outcome.metrics.items() if isinstance(v, int | float)}
+    metrics["iteration"] = float(outcome.iteration)
     (out_dir / METRICS_FILE).write_text(
         json.dumps({"status": outcome.status, "iteration": outcome.iteration, "metrics": metrics}, indent=1)
     )
