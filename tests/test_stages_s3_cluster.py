@@ -209,3 +209,34 @@ def _read_s3(prefix: str, name: str) -> str:
     fs, root = pafs.FileSystem.from_uri(prefix)
     with fs.open_input_stream(f"{root}/{name}") as f:
         return f.read().decode()
+
+
+def test_s3_commit_marker_first_writer_wins_and_partial_uploads_are_never_read(s3_server, tmp_path):
+    """S3 has no lock: two producers of one key may both upload; the first marker wins, the
+    loser's attempt is deleted, readers only ever read the committed attempt."""
+    from resweep.stages import ArtifactStore
+
+    store = ArtifactStore(f"s3://{BUCKET}/race")
+    key = "test-0123456789abcdef"
+    for name, value in (("a", 1), ("b", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "values.json").write_text(json.dumps([value]))
+    # a producer killed after uploading, before its marker: nothing is committed
+    stale = store.fs.open_output_stream(f"{store.root}/{key}/attempt-killed/values.json")
+    stale.write(b"[99]")
+    stale.close()
+    assert store.committed(key) is None
+    with pytest.raises(FileNotFoundError, match="not committed"):
+        store.fetch(key, tmp_path / "scratch")
+
+    first = store.commit(key, tmp_path / "a", {"metrics": {"v": 1.0}}, {"kind": "test"})
+    second = store.commit(key, tmp_path / "b", {"metrics": {"v": 2.0}}, {"kind": "test"})
+    assert second.marker["attempt"] == first.marker["attempt"] and second.metrics == {"v": 1.0}
+    folder = store.fetch(key, tmp_path / "scratch")
+    assert json.loads((folder / "values.json").read_text()) == [1]
+    assert folder == tmp_path / "scratch" / key and (folder / ".complete").read_text() == first.marker["attempt"]
+    attempts = {f.split("/")[2] for f in _s3_files(f"s3://{BUCKET}/race") if "/attempt-" in f}
+    assert first.marker["attempt"] in attempts and len(attempts) == 2  # ours + the killed one, not b's
+    # a second fetch on this node reuses the download
+    (folder / "values.json").write_text("[1]")
+    assert store.fetch(key, tmp_path / "scratch") == folder
