@@ -43,7 +43,7 @@ def test_optuna_dashboard_reads_a_finished_study(ray_local, tmp_path: Path) -> N
     study = study_from_dict(
         {
             "name": "dash-study",
-            "base": tiny_config_dict(**{"train.iterations": 4, "eval.every": 4}),
+            "base": tiny_config_dict(**{"train.iterations": 4, "eval.every": 4, "train.log_every": 4}),
             "space": {"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 3e-3}},
             "search": {"algorithm": "optuna_tpe", "num_samples": 3, "seed": 1, "optuna_storage": "sqlite"},
             "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
