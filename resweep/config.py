@@ -14,8 +14,6 @@ source of truth, and a new entry needs no edit here.
 from __future__ import annotations
 
 import copy
-import os
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,8 +28,13 @@ from pydantic import (
     model_validator,
 )
 
+from resweep.config_io import config_error as _config_error
+from resweep.config_io import expand_path, get_dotted, read_yaml
 from resweep.errors import ConfigError, RegistryError
 from resweep.methods.method_config import MethodConfig
+
+# expand_path, get_dotted and read_yaml live in config_io; importing them from here still works
+__all__ = ["ExperimentConfig", "expand_path", "get_dotted", "load_config", "read_yaml", "set_dotted"]
 
 
 class StrictModel(BaseModel):
@@ -78,20 +81,6 @@ class TaskConfig(StrictModel):
 
 
 # --------------------------------------------------------------------------- data
-def expand_path(value: Any) -> Any:
-    """``~`` and ``$VAR`` in paths (presets say ``$RESWEEP_DATA/CBSD432``); unset variables are errors."""
-    if value is None or not isinstance(value, str | Path):
-        return value
-    text = os.path.expanduser(os.path.expandvars(str(value)))
-    if "$" in text:
-        missing = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
-        raise ValueError(
-            f"environment variable {', '.join(missing)} is not set (path '{value}'); "
-            "set it to the folder that holds the datasets"
-        )
-    return text
-
-
 class DatasetSpec(StrictModel):
     """One image source: a folder of clean images, paired LQ/GT folders, the demo set or a patch store."""
 
@@ -431,57 +420,7 @@ def set_dotted(
     node[parts[-1]] = value
 
 
-def get_dotted(data: dict[str, Any], path: str, default: Any = None) -> Any:
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 # --------------------------------------------------------------------------- loading
-def _config_error(exc: ValidationError, source: str) -> ConfigError:
-    lines = []
-    first_field = None
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-        msg = err["msg"].removeprefix("Value error, ")
-        if loc == "methods" and msg.startswith("methods."):
-            # a method's own config error carries its full path (see _parse_methods)
-            for item in msg.split("\n"):
-                path, _, text = item.partition(": ")
-                first_field = first_field or path
-                lines.append(f"  {path}: {text}")
-            continue
-        first_field = first_field or loc
-        got = err.get("input")
-        got_text = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"  {loc or '<root>'}: {msg}{got_text}")
-    return ConfigError("invalid configuration:\n" + "\n".join(lines), source=source, field=first_field)
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping with errors that name the file and the line."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"file not found: {path}", source=str(path))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"malformed YAML{where}: {problem}", source=str(path)) from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"expected a mapping at the top level, got {type(data).__name__}", source=str(path)
-        )
-    return data
-
-
 def load_config(path: str | Path) -> ExperimentConfig:
     """Load and validate an experiment config; relative data paths resolve against the file."""
     path = Path(path)
