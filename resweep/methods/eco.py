@@ -140,7 +140,7 @@ class ECO(Method):
             )
         self.task_config = task
         self.total_iterations = int(context.config.train.iterations)
-        self.artifacts = dict(context.artifacts)  # role -> local folder (see ECOConfig.stages)
+        self.artifact_dir = context.artifact_dir  # role -> local folder (see ECOConfig.stages)
         self.store: CentroidStore | None = None
         self.teacher_source = ""
 
@@ -175,12 +175,7 @@ class ECO(Method):
                 "methods.eco.allow_quantized_input: true",
                 field="data.train.kind",
             )
-        if CENTROIDS_ROLE not in self.artifacts:
-            raise ResweepError(
-                "ECO: no centroids artifact for this run; its stages are made before training "
-                "(resweep.stages.prepare_local / a study's prepare_stages)"
-            )
-        self.store = CentroidStore(self.artifacts[CENTROIDS_ROLE])
+        self.store = CentroidStore(self.artifact_dir(CENTROIDS_ROLE))
         self.teacher_source = str(self.store.manifest.get("teacher_source", ""))
         if self.store.lr_hw != [tuple(hw) for hw in lr_sizes(dataset)]:
             raise ResweepError(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from resweep.errors import ConfigError, RegistryError, ResweepError
+from resweep.errors import RegistryError, ResweepError
 from resweep.registry import Registry
 
 if TYPE_CHECKING:
@@ -150,11 +150,3 @@ def definition_digest(definition: StageDefinition) -> str:
         "dependencies": {r: definition_digest(d) for r, d in sorted(definition.dependencies().items())},
     }
     return _sha256_json(data)[:24]
-
-
-def check_definition(definition: StageDefinition, source: str) -> None:
-    """Raise a ConfigError naming ``source`` if the definition's kind is unknown."""
-    try:
-        stage_kind(definition.kind)
-    except RegistryError as exc:
-        raise ConfigError(str(exc), source=source, field="kind") from None

@@ -16,7 +16,7 @@ TEACHER_ROLE = "teacher"
 
 
 class EcoCentroidsStage(StageDefinition):
-    kind: str = "eco_centroids"
+    kind: Literal["eco_centroids"] = "eco_centroids"
     teacher: dict[str, Any]  # a methods.eco.teacher mapping (TeacherSpec)
     task: dict[str, Any]  # a TaskConfig
     data: dict[str, Any]  # a DatasetSpec: the training set

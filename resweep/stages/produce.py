@@ -16,7 +16,6 @@ from resweep.stages.base import (
     StageContext,
     StageDefinition,
     definition_digest,
-    parse_stage,
     stage_key,
     stage_kind,
 )
@@ -176,7 +175,7 @@ def prepare_local(
     return fetch_artifacts(artifact_uris(str(storage), roles), Path(scratch or tempfile.gettempdir())), records
 
 
-def resolve_trial_artifacts(
+def trial_artifact_keys(
     experiment: ExperimentConfig,
     storage: str,
     prepared: dict[str, str],
@@ -184,26 +183,21 @@ def resolve_trial_artifacts(
     *,
     device: torch.device | None = None,
     log: Callable[[str], None] = print,
-) -> tuple[dict[str, Path], dict[str, str]]:
-    """In a trial: role -> local folder of each stage ``experiment`` declares, and role -> key.
+) -> dict[str, str]:
+    """In a trial: role -> key of each stage ``experiment`` declares.
 
     ``prepared`` (definition digest -> key) is what the driver made before the trials started.
     A stage it could not foresee (a search space that changes a stage's definition, sampled by
     Optuna at run time) is made here, in the same store, with the same commit protocol.
     """
-    stages = experiment.stages()
     keys: dict[str, str] = {}
-    for role, definition in sorted(stages.items()):
+    for role, definition in sorted(experiment.stages().items()):
         digest = definition_digest(definition)
         if digest in prepared:
             keys[role] = prepared[digest]
             continue
         planned, roles = plan({role: definition})
-        for p in planned:
-            produce(p, storage, scratch=scratch, device=device, log=log)
+        for step in planned:
+            produce(step, storage, scratch=scratch, device=device, log=log)
         keys[role] = roles[role]
-    return fetch_artifacts(artifact_uris(storage, keys), scratch), keys
-
-
-def definition_from_json(text: str) -> StageDefinition:
-    return parse_stage(json.loads(text))
+    return keys

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -27,7 +27,7 @@ _NON_WEIGHT_KEYS = ("name", "eval", "train.log_every", "train.checkpoint_every",
 class TrainStage(StageDefinition):
     """``kind: train``: ``experiment`` is a full experiment config (validated as one)."""
 
-    kind: str = "train"
+    kind: Literal["train"] = "train"
     experiment: dict[str, Any]
 
     @field_validator("experiment")

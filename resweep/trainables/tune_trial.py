@@ -57,10 +57,11 @@ def _trial_scratch(trial_id: str) -> Path:
     return path
 
 
-def _artifacts_of(experiment: ExperimentConfig, settings: dict[str, Any], scratch: Path) -> tuple[dict[str, Path], dict[str, str]]:
-    from resweep.stages.produce import resolve_trial_artifacts
+def _artifact_keys(experiment: ExperimentConfig, settings: dict[str, Any], scratch: Path) -> dict[str, str]:
+    """role -> key of the artifacts this trial reads (made by the driver; see resweep.stages)."""
+    from resweep.stages.produce import trial_artifact_keys
 
-    return resolve_trial_artifacts(
+    return trial_artifact_keys(
         experiment, settings["storage"], settings.get("artifacts") or {}, scratch, log=_trial_logger()
     )
 
@@ -80,7 +81,10 @@ def _train_in_process(
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
     if not use_gpu:
         torch.set_num_threads(max(1, int(settings["cpus_per_worker"])))
-    artifacts, _ = _artifacts_of(experiment, settings, scratch)
+    from resweep.stages.produce import artifact_uris, fetch_artifacts
+
+    keys = _artifact_keys(experiment, settings, scratch)
+    artifacts = fetch_artifacts(artifact_uris(settings["storage"], keys), scratch)
     trainer = Trainer(
         experiment,
         world=World(rank=0, world_size=1, device=device),
@@ -105,7 +109,7 @@ def _train_with_torch_trainer(
     from resweep.stages.produce import artifact_uris
     from resweep.trainables.worker import train_loop_per_worker
 
-    _, keys = _artifacts_of(experiment, settings, _trial_scratch(trial_id))
+    keys = _artifact_keys(experiment, settings, _trial_scratch(trial_id))
     use_gpu = settings["gpus_per_worker"] > 0
     resources = {"CPU": settings["cpus_per_worker"]}
     if use_gpu:
