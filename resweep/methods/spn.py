@@ -18,6 +18,7 @@ device and land in checkpoints: a resumed run continues with exactly the same ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -66,7 +67,16 @@ class SPNConfig(MethodConfig):
         default_factory=lambda: [0.2, 0.3, 0.5], description="w_l, one per feature layer"
     )
     feature_before_relu: bool = Field(
-        True, description="reluX_Y layers give the pre-activation (the authors' choice)"
+        False,
+        description="reluX_Y layers give the pre-activation (conv output) instead of the ReLU "
+        "output; the authors' code takes the ReLU output (false)",
+    )
+    # Late in training hard negatives differ from ŷ by about one bf16 step, so under the
+    # engine's bf16 autocast the distance would be mostly rounding (tests/test_fidelity.py).
+    feature_precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="precision of the negatives' forward and the VGG features of ŷ and the "
+        "negatives: fp32 even under train.amp (default), or bf16 autocast (faster on GPU)",
     )
     feature_normalize: Literal["imagenet", "none"] = "imagenet"
     feature_weights: Path | None = Field(
@@ -292,8 +302,16 @@ class SPN(Method):
                 self.features.to(memory_format=torch.channels_last)
         self._formatted = True
 
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The feature path's own autocast state, whatever the engine's is."""
+        if self.cfg.feature_precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, enabled=False)
+
     def negative_outputs(self, lq: torch.Tensor) -> list[torch.Tensor]:
-        with torch.no_grad():
+        with torch.no_grad(), self._precision(lq.device):
+            if self.cfg.feature_precision == "fp32":
+                lq = lq.float()
             return [negative(lq) for negative in self.negatives]
 
     def weighted_distance(
@@ -302,6 +320,16 @@ class SPN(Method):
         """(1/K) Σ_k Σ_l w_l · mean|φ_l(ŷ) − φ_l(n_k)|; φ(ŷ) is computed once for all k."""
         assert self.features is not None
         k = len(negatives)
+        with self._precision(prediction.device):
+            return self._weighted_distance(prediction, negatives, k)
+
+    def _weighted_distance(
+        self, prediction: torch.Tensor, negatives: list[torch.Tensor], k: int
+    ) -> torch.Tensor:
+        assert self.features is not None
+        if self.cfg.feature_precision == "fp32":
+            prediction = prediction.float()
+            negatives = [n.float() for n in negatives]
         anchor = self.features(prediction)
         with torch.no_grad():
             if self.cfg.negative_features == "batched":
