@@ -17,10 +17,21 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
     if cfg.name == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "lamb":
-        # timm's Lamb: the large-batch optimiser of the ECO paper's setting.
+        # timm's Lamb: the large-batch optimiser of the ECO paper's setting. timm applies the
+        # trust ratio only when weight_decay != 0 unless always_adapt, and clips the global grad
+        # norm at 1.0 by default: without both overrides wd=0 would train Adam plus a hidden
+        # clip. Clipping is the engine's job (optim.grad_clip / optim.grad_value_clip).
         from timm.optim import Lamb
 
-        return Lamb(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return Lamb(
+            params,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            always_adapt=True,
+            max_grad_norm=None,
+        )
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimiser {cfg.name!r}")  # unreachable: the config validates names
