@@ -250,9 +250,13 @@ def test_collapse_seen_in_psnr_with_bounded_loss() -> None:
     assert last["eval.demo-eval.psnr"] < last["eval.demo-eval.psnr_baseline"] - 6.0
     assert all(abs(r.get("loss.total", 0.0)) < 10 for r in reporter.reports)  # the loss never flagged it
 
-    # the same run with the rule off (the default) finishes: the knob is what decided
+    # the same broken run with the rule off (the default) "finishes": the knob is what decided
     off = ExperimentConfig.from_dict(tiny_config_dict(**{"optim.lr": 1e-9, "train.iterations": 8, "eval.every": 4}))
     assert off.train.divergence.eval_psnr_margin_db is None
+    trainer = Trainer(off)
+    with torch.no_grad():
+        [m for m in trainer.model.modules() if isinstance(m, nn.Conv2d)][-1].bias.fill_(3.0)
+    assert trainer.fit().status == "finished"
 
 
 def test_non_finite_eval_outputs_are_a_collapse() -> None:
@@ -272,3 +276,62 @@ def test_loss_rules_are_named(reporter: CapturingReporter) -> None:
     cfg = ExperimentConfig.from_dict(tiny_config_dict(**{"train.divergence.max_abs_loss": 1e-6}))
     assert Trainer(cfg, reporter=reporter).fit().status == "diverged"
     assert reporter.reports[-1]["diverged_rule"] == "loss_above_max"
+
+
+# --------------------------------------------------------------------------- engine knobs
+def test_grad_value_clip_clamps_every_element() -> None:
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{"optim.grad_value_clip": 1e-4}))
+    trainer = Trainer(cfg)
+    batch = next(iter(trainer._loader()))
+    trainer.training_step(batch)
+    grads = torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None])
+    assert grads.abs().max().item() == pytest.approx(1e-4)
+    assert (grads.abs() == grads.abs().max()).sum() > 1  # many elements were clipped
+    # without the knob the same step has larger elements
+    plain = Trainer(ExperimentConfig.from_dict(tiny_config_dict()))
+    plain.training_step(next(iter(plain._loader())))
+    assert max(p.grad.abs().max().item() for p in plain.model.parameters() if p.grad is not None) > 1e-3
+
+
+@pytest.mark.parametrize("factor, skipped", [(1e-6, 6), (1e6, 0)])
+def test_loss_spike_skips_the_step(factor: float, skipped: int) -> None:
+    """The first logging window (2 steps) sets the reference; with a tiny factor every later
+    step is a 'spike' and leaves the weights as they were, with a huge one none is."""
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{
+        "train.skip_loss_spike": factor, "train.checkpoint_every": 2, "eval.every": 8,
+    }))
+    reporter = CapturingReporter()
+    trainer = Trainer(cfg, reporter=reporter)
+    assert trainer.fit().status == "finished"
+    assert reporter.reports[-1]["skipped_steps"] == skipped
+    at_2 = next(c for c in reporter.checkpoints if c["iteration"] == 2)["model"]
+    same = all(torch.equal(at_2[k], v) for k, v in trainer.model.state_dict().items())
+    assert same == (skipped == 6)
+
+
+def test_eval_quantises_lr_while_training_keeps_it_exact() -> None:
+    exact = {"task.quantize_input": False}
+    for setting, quantised in ((None, False), (True, True)):
+        cfg = ExperimentConfig.from_dict(tiny_config_dict(**exact, **{"eval.quantize_input": setting}))
+        trainer = Trainer(cfg)
+        _, lq, _ = trainer.evaluator.eval_sets[0].items[0]
+        on_grid = torch.equal(lq, (lq * 255).round() / 255)
+        assert on_grid == quantised
+        assert not trainer.task.config.quantize_input  # training data stays exact
+
+
+def test_set_average_is_a_metric() -> None:
+    sets = [{"kind": "demo", "split": "eval"}, {"kind": "demo", "split": "train", "max_images": 1}]
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{
+        "eval.sets": sets, "eval.averages": {"Avg": ["demo-eval", "demo-train"]}, "train.iterations": 4,
+    }))
+    reporter = CapturingReporter()
+    Trainer(cfg, reporter=reporter).fit()
+    last = reporter.reports[-1]
+    for m in ("psnr_y", "ssim", "psnr_baseline"):
+        expected = (last[f"eval.demo-eval.{m}"] + last[f"eval.demo-train.{m}"]) / 2
+        assert last[f"eval.Avg.{m}"] == pytest.approx(expected, rel=1e-12)
+    from resweep.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown evaluation set.*Set5"):
+        ExperimentConfig.from_dict(tiny_config_dict(**{"eval.averages": {"Avg": ["Set5"]}}))
