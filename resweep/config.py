@@ -137,6 +137,12 @@ class ModelConfig(StrictModel):
 class OptimConfig(StrictModel):
     name: Literal["adam", "adamw", "lamb", "sgd"] = "adam"
     lr: float = Field(1e-4, gt=0)
+    lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="multiplies lr: a variant can say 'twice the recipe's lr' (ECO authors' "
+        "code) whatever the budget's lr is",
+    )
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)

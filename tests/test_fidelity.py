@@ -335,3 +335,10 @@ def test_set_average_is_a_metric() -> None:
 
     with pytest.raises(ConfigError, match="unknown evaluation set.*Set5"):
         ExperimentConfig.from_dict(tiny_config_dict(**{"eval.averages": {"Avg": ["Set5"]}}))
+
+
+def test_lr_scale_multiplies_the_recipe_lr() -> None:
+    model = nn.Linear(2, 2)
+    for name in ("adam", "lamb", "sgd"):
+        opt = build_optimizer(model, OptimConfig(name=name, lr=1e-3, lr_scale=2.0))
+        assert opt.param_groups[0]["lr"] == pytest.approx(2e-3)

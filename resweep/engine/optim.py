@@ -12,6 +12,7 @@ from resweep.config import OptimConfig, ScheduleConfig
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    cfg = cfg.model_copy(update={"lr": cfg.lr * cfg.lr_scale})
     if cfg.name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "adamw":
