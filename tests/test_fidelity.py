@@ -342,3 +342,61 @@ def test_lr_scale_multiplies_the_recipe_lr() -> None:
     for name in ("adam", "lamb", "sgd"):
         opt = build_optimizer(model, OptimConfig(name=name, lr=1e-3, lr_scale=2.0))
         assert opt.param_groups[0]["lr"] == pytest.approx(2e-3)
+
+
+# --------------------------------------------------------------------------- presets' protocol
+PAPER_AVG = ["Set14", "B100", "Urban100", "Manga109"]
+
+
+@pytest.mark.parametrize("name", ["spn_table1_edsr", "spn_table1_swinir", "spn_table6", "spn_table7", "spn_table8", "spn_table9"])
+def test_spn_presets_protocol(name: str) -> None:
+    """SPN numbers: 8-bit LR, EMA 0.999 weights in both arms, fp32 evaluation, the PSNR collapse
+    rule on; the Avg presets average the paper's four sets (not Set5) under paper_schedule."""
+    from resweep.presets import load_preset
+
+    for paper_schedule in (False, True):
+        study = load_preset(name, paper_schedule=paper_schedule)
+        configs = [study.experiment_for(t["params"], t["seed"]) for t in study.trial_configs()]
+        assert any(c.methods["spn"].enabled and c.methods["spn"].weight > 0 for c in configs)
+        for c in configs:
+            assert c.task.quantize_input and c.eval.quantize_input in (None, True)
+            assert c.train.ema_decay == 0.999 and not c.eval.amp
+            assert c.train.divergence.eval_psnr_margin_db is not None
+            assert not c.methods["spn"].feature_before_relu and c.methods["spn"].feature_precision == "fp32"
+        if "Avg" in study.primary.metric:
+            assert set(study.paper.values) == {v.label for v in study.variants}
+            if paper_schedule:
+                assert configs[0].eval.averages == {"Avg": PAPER_AVG}
+                assert "Set5" in [s.display_name for s in configs[0].eval.sets]
+
+
+@pytest.mark.parametrize("name", ["eco_table1", "eco_table1_rcan_x4", "eco_table2", "eco_fig3", "eco_fig4"])
+def test_eco_presets_protocol(name: str) -> None:
+    """ECO numbers: trained on exact LR, evaluated on 8-bit LR, no EMA in either arm."""
+    from resweep.presets import load_preset
+
+    for paper_schedule in (False, True):
+        study = load_preset(name, paper_schedule=paper_schedule)
+        configs = [study.experiment_for(t["params"], t["seed"]) for t in study.trial_configs()]
+        assert any(c.methods["eco"].enabled for c in configs) and any(not c.methods["eco"].enabled for c in configs)
+        for c in configs:
+            assert not c.task.quantize_input and c.eval.quantize_input is True
+            assert c.train.ema_decay is None and not c.eval.amp
+            eco = c.methods["eco"]
+            if eco.enabled and eco.teacher.train:  # the teacher matches the row's degradation
+                assert eco.teacher.train["task"]["scale"] == c.task.scale
+                assert eco.teacher.train["task"].get("kind", "sr") == c.task.kind
+        if study.paper and study.paper.values:
+            assert set(study.paper.values) == {v.label for v in study.variants}
+
+
+def test_eco_table1_authors_code_row() -> None:
+    from resweep.presets import load_preset
+
+    for paper_schedule in (False, True):
+        study = load_preset("eco_table1", paper_schedule=paper_schedule)
+        by_label = {t["label"]: study.experiment_for(t["params"], t["seed"]) for t in study.trial_configs()}
+        text, code = by_label["eco-x2"], by_label["eco-x2-authors-code"]
+        assert code.optim.lr * code.optim.lr_scale == pytest.approx(2 * text.optim.lr * text.optim.lr_scale)
+        assert code.optim.grad_value_clip == 0.1 and text.optim.grad_value_clip is None
+        assert code.loss.pixel_weight == 255 and text.loss.pixel_weight == 1
