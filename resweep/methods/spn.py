@@ -8,6 +8,10 @@ pushes the prediction away from them:
 
 ``mean`` is the L1 mean over all elements of a layer's feature map (``torch.nn.L1Loss``), as in
 the authors' code; λ = 1e-4 is calibrated for that normalisation (a sum would be ~1e6 larger).
+``φ_l`` is the output of the named torchvision module (``relu1_2`` after its ReLU), as the
+authors' extractor stores it; the negatives' forward and ``φ`` run in fp32 even under the
+engine's bf16 autocast (``feature_precision``), since late hard negatives differ from ŷ by
+about one bf16 step.
 
 Negative kinds: ``ema`` (default; initialised as ``s·θ_random + (1−s)·θ`` and refreshed every
 ``T_k`` steps by ``θ'k ← β_k·θ'k + (1−β_k)·θ``), ``random_fixed`` (a freshly initialised model,
