@@ -6,7 +6,13 @@ Variants (``edsr_baseline`` x2 on 48x48 LR patches by default; forward + backwar
 plus SPN's ``after_step``): vanilla L1; SPN with K = 1, 2, 4 as implemented (φ(ŷ) once per step,
 the negatives' features as ``negative_features`` defaults to: one no-grad VGG pass per
 negative); SPN K=4 with the other choice (one VGG pass over the K negatives concatenated);
-and SPN computed the authors' way (φ(ŷ) recomputed for every negative) for the same K values.
+and SPN computed the authors' way (φ(ŷ) recomputed for every negative) for the same K values;
+SPN K=max with the feature path (negatives' forward and VGG) in bf16 autocast
+(``feature_precision: bf16``) beside the default fp32 one.
+
+Feature scale: on one batch (the model's prediction and its K negatives), the mean L1 feature
+distance per layer and the weighted SPN distance with taps before and after the ReLU (the
+default changed to after, as the authors' code): does the change move the SPN loss scale?
 
 Timing: steps of all variants alternate round-robin (so load from other processes on a shared
 machine hits them alike). On CPU the cost is the median CPU time of this process per step
@@ -81,6 +87,8 @@ class Variant:
             )
             if mode == "batched":
                 cfg.negative_features = "batched"
+            if mode == "bf16":
+                cfg.feature_precision = "bf16"
             context = MethodContext(
                 config=exp,
                 model=self.model,
@@ -199,6 +207,7 @@ def main() -> None:
     variants = [Variant("vanilla L1", args, 0, "ours")]
     variants += [Variant(f"SPN K={k}", args, k, "ours") for k in args.ks]
     variants.append(Variant(f"SPN K={kmax} batched negatives' VGG", args, kmax, "batched"))
+    variants.append(Variant(f"SPN K={kmax} bf16 feature path", args, kmax, "bf16"))
     variants += [Variant(f"SPN K={k} authors' way", args, k, "authors") for k in args.ks]
 
     where = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else (
@@ -287,6 +296,51 @@ def main() -> None:
         f"ms/step, one batched pass {t_b * 1e3:.0f} ms/step (batched / per-negative = "
         f"{t_b / t_p:.2f})"
     )
+    t_16 = by_label[f"SPN K={kmax} bf16 feature path"].cost()
+    print(
+        f"\nK={kmax} feature path precision: fp32 (default) {t_p * 1e3:.0f} ms/step, bf16 autocast "
+        f"{t_16 * 1e3:.0f} ms/step (bf16 / fp32 = {t_16 / t_p:.2f})"
+    )
+    feature_scale(by_label[f"SPN K={kmax}"], args)
+
+
+def feature_scale(v: Variant, args: argparse.Namespace) -> None:
+    """Mean L1 feature distance of ŷ to its negatives, taps before vs after the ReLU."""
+    from resweep.losses.feature_nets import VGGFeatures
+
+    assert v.spn is not None and v.spn.features is not None
+    cfg = v.spn.cfg
+    lq = v.batch["lq"]
+    with torch.no_grad():
+        prediction = v.model(lq).float()
+        negatives = v.spn.negative_outputs(lq)
+    src = v.spn.features
+    print(
+        f"\nSPN distance on one batch (K={len(negatives)}, VGG weights: "
+        f"{'RANDOM (no ImageNet file found)' if src.random_weights else src.weights_path}); "
+        f"pixel L1 to GT {F.l1_loss(prediction, v.batch['gt']).item():.4f}"
+    )
+    print(f"{'taps':14s} " + " ".join(f"{layer:>9s}" for layer in cfg.feature_layers) + f" {'weighted':>9s} {'λ·weighted':>11s}")
+    totals = {}
+    for before in (True, False):
+        net = VGGFeatures(
+            cfg.feature_net, cfg.feature_layers, before_relu=before, weights=src.weights_path,
+            allow_random=src.random_weights, seed=0,
+        ).to(args.device)
+        if src.random_weights:
+            net.load_state_dict(src.state_dict())  # the same random weights as the method's
+        with torch.no_grad():
+            anchor = net(prediction)
+            negs = [net(n) for n in negatives]
+        per_layer = [
+            sum((anchor[layer] - f[layer]).abs().mean().item() for f in negs) / len(negs)
+            for layer in cfg.feature_layers
+        ]
+        total = sum(w * d for w, d in zip(cfg.layer_weights, per_layer, strict=True))
+        totals[before] = total
+        label = "before ReLU" if before else "after (default)"
+        print(f"{label:14s} " + " ".join(f"{d:9.4f}" for d in per_layer) + f" {total:9.4f} {cfg.weight * total:11.3e}")
+    print(f"after / before = {totals[False] / totals[True]:.2f} (the scale λ multiplies)")
 
 if __name__ == "__main__":
     main()

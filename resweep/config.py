@@ -149,11 +149,23 @@ class ModelConfig(StrictModel):
 class OptimConfig(StrictModel):
     name: str = Field("adam", description="a registered optimiser (resweep.engine.optim.OPTIMIZERS)")
     lr: float = Field(1e-4, gt=0)
+    lr_scale: float = Field(
+        1.0,
+        gt=0,
+        description="multiplies lr: a variant can say 'twice the recipe's lr' (ECO authors' "
+        "code) whatever the budget's lr is",
+    )
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = Field(1e-8, gt=0)
     momentum: float = Field(0.9, ge=0, description="sgd only")
     grad_clip: float | None = Field(None, gt=0, description="max global grad norm")
+    grad_value_clip: float | None = Field(
+        None,
+        gt=0,
+        description="clamp every gradient element to [-v, v] (EDSR-code 'gclip'; the ECO "
+        "authors' configs use 0.1 with an L1 loss on the 0..255 scale)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -187,6 +199,16 @@ class DivergenceConfig(StrictModel):
     """When a run counts as collapsed. Collapse is a result (status 'diverged'), not a crash."""
 
     max_abs_loss: float = Field(1e3, gt=0, description="|loss| above this is a collapse")
+    # SPN collapses can keep the loss bounded while the outputs fall apart: look at PSNR too.
+    eval_psnr_margin_db: float | None = Field(
+        None,
+        gt=0,
+        description="an evaluation whose RGB PSNR on any set is more than this many dB below "
+        "the no-learning reference (bicubic / the noisy input) is a collapse (off: null)",
+    )
+    eval_nonfinite: bool = Field(
+        True, description="non-finite (NaN/inf) model outputs in an evaluation are a collapse"
+    )
 
 
 class TrainConfig(StrictModel):
@@ -204,6 +226,12 @@ class TrainConfig(StrictModel):
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on CPU")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA")
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
+    skip_loss_spike: float | None = Field(
+        None,
+        gt=0,
+        description="skip the optimiser step when the step's loss exceeds this factor times "
+        "the mean loss of the previous logging window (EDSR-code 'skip_threshold'; off: null)",
+    )
 
 
 class EvalConfig(StrictModel):
@@ -219,6 +247,36 @@ class EvalConfig(StrictModel):
     save_images: bool = Field(
         False, description="save outputs of the final evaluation as PNG (for visual comparisons)"
     )
+    amp: bool = Field(
+        False,
+        description="bf16 autocast in evaluation on CUDA; off by default (bf16 moves PSNR in "
+        "the second decimal)",
+    )
+    quantize_input: bool | None = Field(
+        None,
+        description="round the evaluation input to 8 bits (the benchmark protocol: LR files are "
+        "8-bit); null: as task.quantize_input (training may keep exact LR)",
+    )
+    averages: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="named averages over evaluation sets, reported as eval.<name>.<metric> "
+        "(e.g. {Avg: [Set14, B100, Urban100, Manga109]})",
+    )
+
+    @model_validator(mode="after")
+    def _check_averages(self) -> EvalConfig:
+        names = [s.display_name for s in self.sets]
+        for average, members in self.averages.items():
+            if average in names:
+                raise ValueError(f"averages.{average}: the name is already an evaluation set")
+            if not members:
+                raise ValueError(f"averages.{average}: name at least one evaluation set")
+            unknown = [m for m in members if m not in names]
+            if unknown:
+                raise ValueError(
+                    f"averages.{average}: unknown evaluation set(s) {unknown}; eval.sets are {names}"
+                )
+        return self
 
 
 class ExperimentConfig(StrictModel):

@@ -98,7 +98,7 @@ def _build(config: SPNConfig, model: nn.Module | None = None, seed: int = 0) -> 
 
 # --------------------------------------------------------------------------- (1) loss
 def _reference_features(x: torch.Tensor, head: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Independent float64 VGG forward: ImageNet normalisation, pre-ReLU taps."""
+    """Independent float64 VGG forward: ImageNet normalisation, post-ReLU taps (the default)."""
     mean = torch.tensor([0.485, 0.456, 0.406], dtype=torch.float64).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], dtype=torch.float64).view(1, 3, 1, 1)
     x = (x - mean) / std
@@ -107,7 +107,7 @@ def _reference_features(x: torch.Tensor, head: dict[str, torch.Tensor]) -> dict[
     p1 = F.max_pool2d(c12.relu(), 2)
     c21 = F.conv2d(p1, head["features.5.weight"].double(), head["features.5.bias"].double(), padding=1)
     c22 = F.conv2d(c21.relu(), head["features.7.weight"].double(), head["features.7.bias"].double(), padding=1)
-    return {"relu1_1": c11, "relu1_2": c12, "relu2_2": c22}
+    return {"relu1_1": c11.relu(), "relu1_2": c12.relu(), "relu2_2": c22.relu()}
 
 
 @pytest.mark.parametrize("layout", ["torchvision", "timm"])

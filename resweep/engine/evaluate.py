@@ -23,13 +23,35 @@ class EvalResult:
 
     means: dict[str, float] = field(default_factory=dict)
     per_image: list[dict[str, Any]] = field(default_factory=list)
+    #: images per set whose output had a NaN/inf (before clamping to [0, 1])
+    nonfinite: dict[str, int] = field(default_factory=dict)
+
+
+def set_averages(means: dict[str, float], averages: dict[str, list[str]]) -> dict[str, float]:
+    """``eval.<name>.<metric>`` = the mean over the named sets of their per-set means (each set
+    weighs the same, as the papers' "Avg." columns), for every metric and its baseline."""
+    out: dict[str, float] = {}
+    for name, members in averages.items():
+        for m in METRIC_NAMES:
+            for suffix in ("", "_baseline"):
+                values = [means[f"eval.{s}.{m}{suffix}"] for s in members]
+                out[f"eval.{name}.{m}{suffix}"] = sum(values) / len(values)
+    return out
 
 
 class Evaluator:
     """Holds the evaluation sets and the (constant) baseline scores, computed once."""
 
-    def __init__(self, eval_sets: list[Any], task: Any, crop_border: int, device: torch.device):
+    def __init__(
+        self,
+        eval_sets: list[Any],
+        task: Any,
+        crop_border: int,
+        device: torch.device,
+        averages: dict[str, list[str]] | None = None,
+    ):
         self.eval_sets = eval_sets
+        self.averages = dict(averages or {})
         self.task = task
         self.crop_border = crop_border
         self.device = device
@@ -72,7 +94,10 @@ class Evaluator:
                     )
                     with ctx:
                         pred = model(lq.unsqueeze(0).to(self.device))
-                    pred = pred.float().squeeze(0).clamp(0, 1).cpu()
+                    pred = pred.float().squeeze(0)
+                    if not bool(torch.isfinite(pred).all()):
+                        result.nonfinite[eval_set.name] = result.nonfinite.get(eval_set.name, 0) + 1
+                    pred = pred.clamp(0, 1).cpu()
                     if save_dir is not None:
                         save_png(pred, save_dir / eval_set.name / f"{Path(image_name).stem}.png")
                     scores = image_metrics(pred, gt, crop_border=self.crop_border)
@@ -92,6 +117,7 @@ class Evaluator:
                 for m in METRIC_NAMES:
                     result.means[f"eval.{eval_set.name}.{m}"] = sums[m] / n
                     result.means[f"eval.{eval_set.name}.{m}_baseline"] = base_sums[m] / n
+            result.means.update(set_averages(result.means, self.averages))
         finally:
             model.train(was_training)
         return result

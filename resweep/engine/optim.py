@@ -26,10 +26,21 @@ def _adamw(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimize
 
 @OPTIMIZERS.register("lamb")
 def _lamb(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    # timm's Lamb: the large-batch optimiser of the ECO paper's setting.
+    # timm's Lamb: the large-batch optimiser of the ECO paper's setting. timm applies the
+    # trust ratio only when weight_decay != 0 unless always_adapt, and clips the global grad
+    # norm at 1.0 by default: without both overrides wd=0 would train Adam plus a hidden
+    # clip. Clipping is the engine's job (optim.grad_clip / optim.grad_value_clip).
     from timm.optim import Lamb
 
-    return Lamb(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    return Lamb(
+        params,
+        lr=cfg.lr,
+        betas=cfg.betas,
+        eps=cfg.eps,
+        weight_decay=cfg.weight_decay,
+        always_adapt=True,
+        max_grad_norm=None,
+    )
 
 
 @OPTIMIZERS.register("sgd")
@@ -39,6 +50,7 @@ def _sgd(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
+    cfg = cfg.model_copy(update={"lr": cfg.lr * cfg.lr_scale})
     return OPTIMIZERS.get(cfg.name)(params, cfg)
 
 

@@ -27,7 +27,7 @@ from resweep.data import build_eval_set, build_train_dataset
 from resweep.degradations.tasks import build_task
 from resweep.engine.checkpoint import load_model_weights
 from resweep.engine.ema import ModelEma
-from resweep.engine.evaluate import Evaluator
+from resweep.engine.evaluate import EvalResult, Evaluator
 from resweep.engine.optim import build_optimizer, build_scheduler
 from resweep.engine.records import PER_IMAGE_KEY
 from resweep.engine.sampler import BatchKeySampler
@@ -39,6 +39,12 @@ from resweep.models import create_model
 STATUS_RUNNING = "running"
 STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
+
+# Which collapse rule ended a run (reported as ``diverged_rule``, with ``diverged_detail``).
+RULE_LOSS_NONFINITE = "loss_nonfinite"
+RULE_LOSS_ABOVE_MAX = "loss_above_max"
+RULE_EVAL_NONFINITE = "eval_nonfinite_output"
+RULE_EVAL_PSNR = "eval_psnr_below_reference"
 
 
 class Reporter(Protocol):
@@ -97,6 +103,8 @@ class Trainer:
         self.log = log if self.world.is_main else (lambda _msg: None)
         self.use_cuda = self.device.type == "cuda"
         self.autocast = self.use_cuda and config.train.amp
+        # evaluation has its own switch, off by default: bf16 moves PSNR in the second decimal
+        self.eval_autocast = self.use_cuda and config.eval.amp
 
         if config.data.batch_size % self.world.world_size:
             raise ConfigError(
@@ -157,15 +165,26 @@ class Trainer:
 
         self.evaluator: Evaluator | None = None
         if self.world.is_main and config.eval.sets:
+            eval_task = self.task
+            quantize = config.eval.quantize_input
+            if quantize is not None and quantize != config.task.quantize_input:
+                # e.g. train on exact LR (ECO needs x = D(y)), evaluate on 8-bit LR (benchmarks)
+                eval_task = build_task(config.task.model_copy(update={"quantize_input": quantize}))
             eval_sets = [
-                build_eval_set(spec, self.task, seed=config.eval.seed, max_side=config.eval.max_side)
+                build_eval_set(spec, eval_task, seed=config.eval.seed, max_side=config.eval.max_side)
                 for spec in config.eval.sets
             ]
-            self.evaluator = Evaluator(eval_sets, self.task, config.crop_border, self.device)
+            self.evaluator = Evaluator(
+                eval_sets, eval_task, config.crop_border, self.device, averages=config.eval.averages
+            )
 
         self.iteration = 0
         self.last_eval: dict[str, float] = {}
         self.train_seconds = 0.0
+        # loss-spike skipping (train.skip_loss_spike): mean loss of the previous logging window
+        self.loss_reference: float | None = None
+        self.skipped_steps = 0
+        self._eval_collapse: tuple[str, str] | None = None
         if resume_state is not None:
             self.load_state_dict(resume_state)
 
@@ -190,6 +209,8 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "last_eval": dict(self.last_eval),
             "train_seconds": self.train_seconds,
+            "loss_reference": self.loss_reference,
+            "skipped_steps": self.skipped_steps,
         }
         if self.use_cuda:
             state["rng"]["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -210,6 +231,8 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.last_eval = dict(state.get("last_eval", {}))
         self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.loss_reference = state.get("loss_reference")
+        self.skipped_steps = int(state.get("skipped_steps", 0))
 
     # ------------------------------------------------------------------ loop
     def _loader(self) -> DataLoader:
@@ -266,6 +289,8 @@ class Trainer:
         terms = {"total": total, **terms}
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
+        if self.cfg.optim.grad_value_clip:
+            torch.nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.optim.grad_value_clip)
         if self.cfg.optim.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
         return terms
@@ -276,6 +301,8 @@ class Trainer:
         ckpt_every = cfg.train.checkpoint_every or cfg.eval.every
         sums: dict[str, float] = {}
         window_steps = 0
+        kept_loss, kept_steps = 0.0, 0  # steps not skipped as spikes, for the next reference
+        spike = cfg.train.skip_loss_spike
         window_seconds = 0.0
         self.model.train()
         if self.iteration >= total_iters:
@@ -299,7 +326,11 @@ class Trainer:
             loss_value = self._global_mean(terms["total"].detach())
             if not math.isfinite(loss_value) or abs(loss_value) > cfg.train.divergence.max_abs_loss:
                 return self._diverged(loss_value, terms)
-            self.optimizer.step()
+            if spike is not None and self.loss_reference is not None and loss_value > spike * self.loss_reference:
+                self.skipped_steps += 1  # a spike: no optimiser step (the schedule still advances)
+            else:
+                self.optimizer.step()
+                kept_loss, kept_steps = kept_loss + loss_value, kept_steps + 1
             self.scheduler.step()
             self.iteration += 1
             if self.ema is not None:
@@ -325,8 +356,15 @@ class Trainer:
                 self.train_seconds += window_seconds
                 metrics = self._train_metrics(sums, window_steps, window_seconds)
                 sums, window_steps, window_seconds = {}, 0, 0.0
+                if kept_steps:
+                    self.loss_reference = kept_loss / kept_steps
+                kept_loss, kept_steps = 0.0, 0
+                if spike is not None:
+                    metrics["skipped_steps"] = self.skipped_steps
                 if do_eval:
                     metrics.update(self._evaluate(final=is_last))
+                    if self._eval_collapse is not None:
+                        return self._diverged_in_eval(metrics, *self._eval_collapse)
                 metrics["status"] = STATUS_FINISHED if is_last else STATUS_RUNNING
                 metrics["diverged"] = 0
                 self._log_metrics(metrics)
@@ -359,9 +397,37 @@ class Trainer:
         save_dir = self.image_dir if final else None
         if save_dir is not None:
             self.evaluator.save_references(save_dir.parent)
-        result = self.evaluator.evaluate(model, self.iteration, autocast=self.autocast, save_dir=save_dir)
+        result = self.evaluator.evaluate(model, self.iteration, autocast=self.eval_autocast, save_dir=save_dir)
         self.last_eval = dict(result.means)
+        self._eval_collapse = self._collapse_in(result)
         return {**result.means, PER_IMAGE_KEY: json.dumps(result.per_image)}
+
+    def _collapse_in(self, result: EvalResult) -> tuple[str, str] | None:
+        """``(rule, detail)`` of the first evaluation collapse rule that fires, else None."""
+        rules = self.cfg.train.divergence
+        it = self.iteration
+        if rules.eval_nonfinite and result.nonfinite:
+            where = ", ".join(f"{n} image(s) of {s}" for s, n in result.nonfinite.items())
+            return RULE_EVAL_NONFINITE, f"non-finite outputs at iteration {it}: {where}"
+        margin = rules.eval_psnr_margin_db
+        if margin is None:
+            return None
+        for eval_set in self.evaluator.eval_sets if self.evaluator else []:
+            value = result.means[f"eval.{eval_set.name}.psnr"]
+            reference = result.means[f"eval.{eval_set.name}.psnr_baseline"]
+            if not math.isfinite(value) or value < reference - margin:
+                return RULE_EVAL_PSNR, (
+                    f"eval.{eval_set.name}.psnr {value:.2f} dB at iteration {it} is more than "
+                    f"{margin:g} dB below the no-learning reference {reference:.2f} dB"
+                )
+        return None
+
+    def _diverged_in_eval(self, metrics: dict[str, Any], rule: str, detail: str) -> RunOutcome:
+        self.log(f"collapse seen in evaluation ({rule}): {detail}; ending the run")
+        metrics.update(status=STATUS_DIVERGED, diverged=1, diverged_rule=rule, diverged_detail=detail)
+        self._log_metrics(metrics)
+        self.reporter.report(metrics, None)
+        return RunOutcome(STATUS_DIVERGED, self.iteration, {k: v for k, v in metrics.items() if k != PER_IMAGE_KEY})
 
     def _diverged(self, loss_value: float, terms: dict[str, torch.Tensor]) -> RunOutcome:
         self.log(f"loss diverged at iteration {self.iteration + 1}: {loss_value!r}; ending the run")
@@ -371,6 +437,14 @@ class Trainer:
         metrics["status"] = STATUS_DIVERGED
         metrics["diverged"] = 1
         metrics["diverged_loss"] = loss_value if math.isfinite(loss_value) else str(loss_value)
+        if math.isfinite(loss_value):
+            metrics["diverged_rule"] = RULE_LOSS_ABOVE_MAX
+            limit = self.cfg.train.divergence.max_abs_loss
+            metrics["diverged_detail"] = f"|loss| {abs(loss_value):.4g} above max_abs_loss {limit:g}"
+        else:
+            metrics["diverged_rule"] = RULE_LOSS_NONFINITE
+            metrics["diverged_detail"] = f"loss is {loss_value!r}"
+        metrics["diverged_detail"] += f" at iteration {self.iteration + 1}"
         self.reporter.report(metrics, None)
         return RunOutcome(STATUS_DIVERGED, self.iteration, metrics)
 

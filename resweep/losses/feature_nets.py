@@ -8,8 +8,10 @@ dict (``.pth``/``.pt``/``.bin`` or ``.safetensors``). Both layouts name the conv
 which is ignored here.
 
 Layer names follow the usual VGG convention: ``convB_L`` (output of the L-th convolution of block
-B), ``reluB_L`` (after its ReLU) and ``poolB``. With ``before_relu=True`` a ``reluB_L`` request
-returns the pre-activation (the ``convB_L`` output), as the MCIR/SPN authors' code does.
+B), ``reluB_L`` (after its ReLU) and ``poolB``: each name is the output of that torchvision
+module, as the MCIR/SPN authors' extractor stores it (so ``relu1_2`` is post-activation).
+``before_relu=True`` makes a ``reluB_L`` request return the pre-activation (the ``convB_L``
+output) instead; it is a knob, not the authors' setting.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ class VGGFeatures(nn.Module):
         self,
         arch: VGGArch = "vgg16",
         layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3"),
-        before_relu: bool = True,
+        before_relu: bool = False,
         normalize: Normalize = "imagenet",
         weights: str | Path | None = None,
         allow_random: bool = False,

@@ -8,6 +8,10 @@ pushes the prediction away from them:
 
 ``mean`` is the L1 mean over all elements of a layer's feature map (``torch.nn.L1Loss``), as in
 the authors' code; λ = 1e-4 is calibrated for that normalisation (a sum would be ~1e6 larger).
+``φ_l`` is the output of the named torchvision module (``relu1_2`` after its ReLU), as the
+authors' extractor stores it; the negatives' forward and ``φ`` run in fp32 even under the
+engine's bf16 autocast (``feature_precision``), since late hard negatives differ from ŷ by
+about one bf16 step.
 
 Negative kinds: ``ema`` (default; initialised as ``s·θ_random + (1−s)·θ`` and refreshed every
 ``T_k`` steps by ``θ'k ← β_k·θ'k + (1−β_k)·θ``), ``random_fixed`` (a freshly initialised model,
@@ -18,6 +22,7 @@ device and land in checkpoints: a resumed run continues with exactly the same ne
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -66,7 +71,16 @@ class SPNConfig(MethodConfig):
         default_factory=lambda: [0.2, 0.3, 0.5], description="w_l, one per feature layer"
     )
     feature_before_relu: bool = Field(
-        True, description="reluX_Y layers give the pre-activation (the authors' choice)"
+        False,
+        description="reluX_Y layers give the pre-activation (conv output) instead of the ReLU "
+        "output; the authors' code takes the ReLU output (false)",
+    )
+    # Late in training hard negatives differ from ŷ by about one bf16 step, so under the
+    # engine's bf16 autocast the distance would be mostly rounding (tests/test_fidelity.py).
+    feature_precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="precision of the negatives' forward and the VGG features of ŷ and the "
+        "negatives: fp32 even under train.amp (default), or bf16 autocast (faster on GPU)",
     )
     feature_normalize: Literal["imagenet", "none"] = "imagenet"
     feature_weights: Path | None = Field(
@@ -292,8 +306,16 @@ class SPN(Method):
                 self.features.to(memory_format=torch.channels_last)
         self._formatted = True
 
+    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The feature path's own autocast state, whatever the engine's is."""
+        if self.cfg.feature_precision == "bf16":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return torch.autocast(device.type, enabled=False)
+
     def negative_outputs(self, lq: torch.Tensor) -> list[torch.Tensor]:
-        with torch.no_grad():
+        with torch.no_grad(), self._precision(lq.device):
+            if self.cfg.feature_precision == "fp32":
+                lq = lq.float()
             return [negative(lq) for negative in self.negatives]
 
     def weighted_distance(
@@ -302,6 +324,16 @@ class SPN(Method):
         """(1/K) Σ_k Σ_l w_l · mean|φ_l(ŷ) − φ_l(n_k)|; φ(ŷ) is computed once for all k."""
         assert self.features is not None
         k = len(negatives)
+        with self._precision(prediction.device):
+            return self._weighted_distance(prediction, negatives, k)
+
+    def _weighted_distance(
+        self, prediction: torch.Tensor, negatives: list[torch.Tensor], k: int
+    ) -> torch.Tensor:
+        assert self.features is not None
+        if self.cfg.feature_precision == "fp32":
+            prediction = prediction.float()
+            negatives = [n.float() for n in negatives]
         anchor = self.features(prediction)
         with torch.no_grad():
             if self.cfg.negative_features == "batched":
