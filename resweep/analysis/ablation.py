@@ -27,6 +27,7 @@ import pandas as pd
 
 from resweep.analysis.formatting import better, fmt_number
 from resweep.analysis.load import StudyData, display_column, load_study
+from resweep.analysis.reference import ReferenceCell, reference_cells, reference_name
 from resweep.analysis.rows import Column, Rows, assign_rows, choose_baseline, resolve_columns
 from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_many
 
@@ -57,6 +58,7 @@ def ablation_table(
     n_boot: int = DEFAULT_N_BOOT,
     ci: float = DEFAULT_CI,
     seed: int = DEFAULT_SEED,
+    reference: bool = True,
 ) -> pd.DataFrame:
     """The ablation table of a study as a DataFrame (one line per row).
 
@@ -65,14 +67,16 @@ def ablation_table(
     (default all); ``baseline``: row name, variant label, ``knob=value`` or row number.
 
     Columns: ``row`` (display name), ``label``, ``param.<knob>`` (display values), the counts
-    ``trials finished running diverged pruned errored``, ``baseline`` (bool), and per metric
+    ``trials finished running diverged pruned errored``, ``baseline`` and ``reference`` (bool;
+    with ``reference=True`` the last line is the no-learning reference, bicubic / noisy input,
+    when the study recorded its scores: see :mod:`resweep.analysis.reference`), and per metric
     column ``<key>:mean :std :n :delta :ci_low :ci_high :pairs :sig :cell`` where ``<key>``
     is ``eval.<set>.<metric>`` (``:cell`` is the rendered text), plus ``paper`` when study.json
     has a paper reference. ``DataFrame.attrs`` holds the settings and notes.
     """
     return compute_ablation(
         _resolve_study(study), metric, sets, baseline,
-        statuses=statuses, ddof=ddof, n_boot=n_boot, ci=ci, seed=seed,
+        statuses=statuses, ddof=ddof, n_boot=n_boot, ci=ci, seed=seed, reference=reference,
     ).table
 
 
@@ -87,6 +91,7 @@ def compute_ablation(
     n_boot: int = DEFAULT_N_BOOT,
     ci: float = DEFAULT_CI,
     seed: int = DEFAULT_SEED,
+    reference: bool = True,
 ) -> AblationResult:
     rows = assign_rows(data)
     columns = resolve_columns(data, metric, sets)
@@ -102,6 +107,7 @@ def compute_ablation(
     for s in COUNT_COLUMNS[1:]:
         table[s] = counts[s].to_numpy() if s in counts.columns else 0
     table["baseline"] = table.index == base_row
+    table["reference"] = False
 
     # ---- mean / std over seeds of the final metric
     used = trials[trials["status"].isin(list(statuses))]
@@ -165,6 +171,13 @@ def compute_ablation(
         values = paper.get("values") or {}
         table["paper"] = [_paper_value(rec, rows, values) for rec in table.to_dict("records")]
 
+    # ---- the no-learning reference (bicubic / noisy input) as its own, last, line
+    ref_cells = (reference_cells(data, rows, base_row, columns, statuses, ddof=ddof, n_boot=n_boot,
+                                 ci=ci, seed=seed) if reference else {})
+    if ref_cells:
+        table = pd.concat([table, _reference_line(table, data, columns, ref_cells, base_row)],
+                          ignore_index=True)
+
     # column order: row info, counts, then each metric column's statistics together
     per_col = [f"{c.key}:{k}" for c in columns
                for k in ("mean", "std", "n", "delta", "ci_low", "ci_high", "pairs", "sig", "cell")]
@@ -186,6 +199,7 @@ def compute_ablation(
         notes.append(f"{done} of {total} trials finished ({summary})")
     if base_row is not None and table.at[base_row, "finished"] == 0:
         notes.append("the baseline row has no finished trial yet: no Δ")
+    notes += _finding_notes(table, columns, base_row, ci)
     table.attrs.update(
         study=data.name, baseline_row=base_row,
         baseline_name=None if base_row is None else str(table.at[base_row, "row"]),
@@ -195,6 +209,98 @@ def compute_ablation(
         statuses=list(statuses), notes=notes, paper=paper,
     )
     return AblationResult(table=table, rows=rows, columns=columns, baseline_row=base_row, diffs=diffs)
+
+
+def _reference_line(
+    table: pd.DataFrame, data: StudyData, columns: Sequence[Column], cells: dict[str, ReferenceCell],
+    base_row: int | None,
+) -> pd.DataFrame:
+    """The reference as one line in the table's columns (no trials of its own: counts 0)."""
+    name = reference_name(data)
+    rec: dict[str, Any] = {}
+    for col in table.columns:
+        if col in COUNT_COLUMNS:
+            rec[col] = 0
+        elif col in ("baseline", "reference") or col.endswith(":sig"):
+            rec[col] = col == "reference"
+        elif col.endswith(":pairs") or col.endswith(":n"):
+            rec[col] = 0
+        elif col.endswith(":cell"):
+            rec[col] = "—"
+        elif col.rsplit(":", 1)[-1] in ("mean", "std", "delta", "ci_low", "ci_high"):
+            rec[col] = np.nan
+        else:
+            rec[col] = ""  # row, label, param.<knob>, paper
+    rec["row"] = rec["label"] = name
+    if "paper" in rec:
+        rec["paper"] = None
+    for c in columns:
+        cell = cells.get(c.key)
+        if cell is None:
+            continue
+        for field in ("mean", "std", "n", "delta", "ci_low", "ci_high", "pairs", "sig"):
+            rec[f"{c.key}:{field}"] = getattr(cell, field)
+        if cell.pairs == 0 and base_row is not None:  # unpaired: Δ of the cell means, unmarked
+            rec[f"{c.key}:delta"] = cell.mean - table.at[base_row, f"{c.key}:mean"]
+        # deterministic (same degraded input for every seed): no ± 0.00
+        spread = np.isfinite(cell.std) and round(cell.std, 6) != 0
+        rec[f"{c.key}:cell"] = (f"{fmt_number(cell.mean, c.metric)} ± {fmt_number(cell.std, c.metric)}"
+                                if spread else fmt_number(cell.mean, c.metric))
+    return pd.DataFrame([rec], columns=table.columns).astype(table.dtypes.to_dict(), errors="ignore")
+
+
+def _ci_text(rec: dict[str, Any], c: Column, ci: float) -> str:
+    low, high = rec[f"{c.key}:ci_low"], rec[f"{c.key}:ci_high"]
+    interval = (f", {round(100 * ci)}% CI [{fmt_number(low, c.metric, signed=True)}, "
+                f"{fmt_number(high, c.metric, signed=True)}]") if np.isfinite(low) else ""
+    unit = " dB" if c.metric.startswith("psnr") else ""
+    return f"{fmt_number(rec[f'{c.key}:delta'], c.metric, signed=True)}{unit}{interval}"
+
+
+def _finding_notes(table: pd.DataFrame, columns: Sequence[Column], base_row: int | None, ci: float) -> list[str]:
+    """What the table says, in words: training vs the no-learning reference, then which rows
+    differ from the baseline row beyond the CI (or that every row ties)."""
+    if base_row is None or not columns or table.at[base_row, "finished"] == 0:
+        return []
+    notes: list[str] = []
+    recs = table.to_dict("records")
+    base_name = str(table.at[base_row, "row"])
+    ref = next((r for r in recs if r["reference"]), None)
+    first = columns[0]
+    column_name = f"{first.title} on {first.set}" if first.set else first.title
+    if ref is not None and np.isfinite(ref[f"{first.key}:delta"]):
+        d = f"{first.key}:delta"
+        gain = {**ref, d: -ref[d], f"{first.key}:ci_low": -ref[f"{first.key}:ci_high"],
+                f"{first.key}:ci_high": -ref[f"{first.key}:ci_low"]}  # baseline row − reference
+        good = gain[d] > 0 if better(first.metric) == "max" else gain[d] < 0
+        if good and ref[f"{first.key}:sig"]:
+            notes.append(f"the baseline row '{base_name}' beats {ref['row']} by {_ci_text(gain, first, ci)} "
+                         f"({column_name})")
+        else:
+            notes.append(f"the baseline row '{base_name}' does NOT clearly beat {ref['row']} "
+                         f"({column_name}: {_ci_text(gain, first, ci)}): training learned little at this "
+                         "budget, so the Δs between rows say little about the methods")
+    others = [r for i, r in enumerate(recs) if i != base_row and not r["reference"] and r["finished"]]
+    compared = [r for r in others if any(r[f"{c.key}:pairs"] > 0 for c in columns)]
+    if not compared:
+        return notes
+    effects = [(r, c) for r in compared for c in columns if r[f"{c.key}:sig"]]
+    if not effects:
+        notes.append(f"every row ties with the baseline row '{base_name}': no Δ has a "
+                     f"{round(100 * ci)}% paired CI that excludes 0, in any column. At this budget "
+                     "the study finds no effect (a finding, not a success).")
+        return notes
+    on_first = [(r, c) for r, c in effects if c == first]
+    if on_first:
+        parts = [f"{r['row']} {_ci_text(r, c, ci)}" for r, c in on_first]
+        where = f"{column_name}, "
+    else:
+        parts = [f"{r['row']} {_ci_text(r, c, ci)} ({c.title} on {c.set})" if c.set else
+                 f"{r['row']} {_ci_text(r, c, ci)} ({c.title})" for r, c in effects]
+        where = ""
+    notes.append(f"effects whose {round(100 * ci)}% paired CI excludes 0 ({where}Δ vs '{base_name}'): "
+                 + "; ".join(parts))
+    return notes
 
 
 def paired_differences(
@@ -318,7 +424,7 @@ def image_ranking(data: StudyData, result: AblationResult, column: Column, row: 
 def best_row(result: AblationResult, column: Column) -> int | None:
     """The non-baseline row with the best mean Δ on ``column`` (None if no row has one)."""
     t = result.table
-    d = t[f"{column.key}:delta"].where(~t["baseline"])
+    d = t[f"{column.key}:delta"].where(~t["baseline"] & ~t["reference"])
     if not d.notna().any():
         return None
     return int(d.idxmax() if better(column.metric) == "max" else d.idxmin())

@@ -79,9 +79,15 @@ def _layout(table: pd.DataFrame) -> _Layout:
     headers = [h for _, h in cols]
 
     out_rows, classes = [], []
-    for rec in table.to_dict("records"):
+    records = table.to_dict("records")
+    if "reference" in table.columns:  # the no-learning reference first, as SR papers list bicubic
+        records = [r for r in records if r["reference"]] + [r for r in records if not r["reference"]]
+    for rec in records:
+        is_reference = bool(rec.get("reference"))
         cells = [_Cell(str(get(rec))) for _, get in info]
-        cells += [_Cell(str(int(rec[col])), num=True) for _, col in counts]
+        if is_reference:  # the knob/variant columns hold nothing for it: its name goes first
+            cells = [_Cell(str(rec["row"]))] + [_Cell("") for _ in info[1:]]
+        cells += [_Cell("" if is_reference else str(int(rec[col])), num=True) for _, col in counts]
         for i, c in enumerate(columns):
             text = rec[f"{c.key}:cell"]
             cls = "collapse" if text == "collapse" else ""
@@ -92,7 +98,7 @@ def _layout(table: pd.DataFrame) -> _Layout:
         if paper and paper_after is None:
             cells.append(_paper_cell(rec, str(paper.get("metric") or "")))
         out_rows.append(cells)
-        classes.append("baseline" if rec["baseline"] else "")
+        classes.append("baseline" if rec["baseline"] else "reference" if is_reference else "")
 
     pct = int(round(100 * attrs.get("ci", DEFAULT_CI)))
     statuses = "/".join(attrs.get("statuses", ["finished"]))
@@ -105,6 +111,13 @@ def _layout(table: pd.DataFrame) -> _Layout:
         "(no common seed, or no per-image values): Δ of the cell means, unmarked.",
         "collapse = every seed of the row diverged; diverged seeds are left out of the other means.",
     ]
+    if "reference" in table.columns and table["reference"].any():
+        name = str(table.loc[table["reference"], "row"].iloc[0])
+        notes.append(
+            f"{name}: the degraded input itself (upsampled with MATLAB-exact bicubic for SR), scored by "
+            "the same evaluation (sets, images, metric code) as the trained rows; its Δ is reference − "
+            "baseline row over the baseline row's (seed, image) pairs: the scale of every other Δ."
+        )
     if paper:
         notes.append(
             f"paper: {paper.get('table', '')} {paper.get('setting', '')}, metric {paper.get('metric', '')}"
@@ -150,6 +163,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         texts = [md_escape(c.text) for c in cells]
         if cls == "baseline":
             texts[0] = f"**{texts[0]}**"
+        elif cls == "reference":
+            texts[0] = f"*{texts[0]}*"
         lines.append("| " + " | ".join(texts) + " |")
     lines.append("")
     lines += [md_escape(n) + "  " for n in lay.notes]
@@ -204,6 +219,8 @@ def to_latex(table: pd.DataFrame, label: str = "tab:ablation") -> str:
         if cls == "baseline":
             texts[0] = f"\\textit{{{texts[0]}}}"
         out.append(" & ".join(texts) + " \\\\")
+        if cls == "reference":  # the no-learning floor, ruled off from the trained rows
+            out.append("\\midrule")
     out += ["\\bottomrule", "\\end{tabular}"]
     out.append("\\par\\smallskip\\footnotesize " + " ".join(latex_escape(n) for n in lay.notes))
     out.append("\\end{table}")
