@@ -4,7 +4,9 @@ The work is split by responsibility:
 
 - :mod:`resweep.analysis.rows`: trials -> rows and columns, the baseline row;
 - :mod:`resweep.analysis.ablation`: the numbers (means over seeds, paired Δ with bootstrap CIs,
-  counts, the no-learning reference row, notes); the table's semantics are in its docstring;
+  counts, notes); the table's semantics are in its docstring;
+- :mod:`resweep.analysis.reference`: the no-learning reference row (bicubic / noisy input);
+- :mod:`resweep.analysis.findings`: the notes that say what the table shows (or that all rows tie);
 - :mod:`resweep.analysis.render`: Markdown / LaTeX / HTML of a computed table;
 - :mod:`resweep.analysis.formatting`: escaping, metric titles, number formats.
 """
