@@ -343,7 +343,7 @@ def test_denoising_reference_is_the_noisy_input(tmp_path: Path) -> None:
 
 
 def test_a_table_where_every_row_ties_says_so(tmp_path: Path) -> None:
-    from resweep.analysis.tables import to_markdown
+    from resweep.analysis.tables import to_markdown, to_text
 
     study = make_study(tmp_path / "tie", ALPHA_ROWS, effect=0.0, row_noise=False)
     df = ablation_table(study)
@@ -353,6 +353,12 @@ def test_a_table_where_every_row_ties_says_so(tmp_path: Path) -> None:
     md = to_markdown(df)
     assert "every row ties with the baseline row 'alpha=0'" in md
     assert "effects whose" not in md
+    # the terminal rendering: aligned plain text, reference first, the same notes, no markup
+    text = to_text(df, width=400)
+    lines = text.splitlines()
+    assert lines[3].startswith("bicubic (no learning)") and lines[4].split()[-1] == "baseline"
+    assert len({len(line) for line in lines[1:3]}) == 1  # header and rule aligned
+    assert "every row ties with the baseline row 'alpha=0'" in text and "\\" not in text and "**" not in text
     # the same study with a real +0.5 dB row says which row and by how much
     study = make_study(tmp_path / "effect", ALPHA_ROWS, effect=0.5, row_noise=False)
     notes = " ".join(ablation_table(study).attrs["notes"])

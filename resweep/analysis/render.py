@@ -171,6 +171,27 @@ def to_markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def to_text(table: pd.DataFrame, width: int = 100) -> str:
+    """Plain aligned text for a terminal (what ``resweep demo`` prints): no markup to read past."""
+    import textwrap
+
+    lay = _layout(table)
+    heads = [f"{g} {h}".strip() if g and h != "Δ" else h for h, g in zip(lay.headers, _column_groups(lay), strict=True)]
+    body = [[c.text for c in cells] for cells in lay.rows]
+    widths = [max(len(x) for x in [h, *(r[i] for r in body)]) for i, h in enumerate(heads)]
+
+    def line(texts: list[str]) -> str:
+        return "  ".join(t.rjust(w) if _is_num_col(lay, i) else t.ljust(w)
+                         for i, (t, w) in enumerate(zip(texts, widths, strict=True))).rstrip()
+
+    out = [lay.caption, line(heads), "  ".join("-" * w for w in widths)]
+    out += [line(texts) for texts in body]
+    out.append("")
+    for note in lay.notes:
+        out += textwrap.wrap(note, width, initial_indent="- ", subsequent_indent="  ")
+    return "\n".join(out) + "\n"
+
+
 def _column_groups(lay: _Layout) -> list[str]:
     out: list[str] = []
     for title, span in lay.groups:

@@ -33,7 +33,14 @@ from resweep.analysis.formatting import (
     metric_decimals,
     metric_title,
 )
-from resweep.analysis.render import frame_to_html, notes_html, to_html, to_latex, to_markdown
+from resweep.analysis.render import (
+    frame_to_html,
+    notes_html,
+    to_html,
+    to_latex,
+    to_markdown,
+    to_text,
+)
 from resweep.analysis.rows import (
     Column,
     Rows,
@@ -72,5 +79,6 @@ __all__ = [
     "to_html",
     "to_latex",
     "to_markdown",
+    "to_text",
     "trials_table",
 ]
