@@ -62,15 +62,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from resweep.presets import list_presets, load_preset
+    from resweep.presets import format_preset_line, preset_summaries
 
-    for name in list_presets():
-        try:
-            study = load_preset(name)
-            paper = f"  [{study.paper.table}]" if study.paper else ""
-            print(f"preset:{name:24s}{paper}  {study.description.strip().splitlines()[0] if study.description else ''}")
-        except Exception as exc:  # a broken preset must not hide the others
-            print(f"preset:{name:24s}  (cannot load: {exc})")
+    # read from the YAML text only: data paths are resolved when a preset runs, not when listed
+    for summary in preset_summaries():
+        print(format_preset_line(summary))
     return 0
 
 
