@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from resweep.errors import ResweepError
+from resweep.errors import ConfigError, ResweepError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -57,6 +57,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         study = load_preset(args.study.removeprefix("preset:"), paper_schedule=args.paper_schedule)
     else:
         study = load_study(args.study, paper_schedule=args.paper_schedule)
+    if args.paper_schedule and not study.paper_schedule:
+        # refuse rather than run the reduced budget while the user believes it is the paper's
+        raise ConfigError(
+            "--paper-schedule asks for the paper's full training schedule, but this study has no "
+            "'paper_schedule' section to apply; drop the flag or add the paper's overrides there",
+            source=args.study, field="paper_schedule",
+        )
     run_study(study, study_dir=args.dir, address=args.address, fresh=args.fresh, source=args.study)
     return 0
 

