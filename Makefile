@@ -1,7 +1,7 @@
 # The two entry points of the README. Both set everything up first.
 VENV ?= .venv
 
-.PHONY: setup demo test lint bench
+.PHONY: setup demo test test-fast lint bench
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -9,8 +9,14 @@ setup:
 demo: setup
 	$(VENV)/bin/resweep demo
 
+# What CI runs (.ci/run): the whole suite, Ray tests included.
 test: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+# The edit-test loop: everything that does not start Ray (tests marked `ray`, or using the
+# `ray_local` fixture, which marks them; see tests/conftest.py).
+test-fast: setup
+	RESWEEP_TEST_FAST=1 $(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not ray"
 
 lint: setup
 	$(VENV)/bin/ruff check resweep tests benchmarks

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from resweep.errors import ResweepError
+from resweep.errors import ConfigError, ResweepError
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -57,20 +57,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
         study = load_preset(args.study.removeprefix("preset:"), paper_schedule=args.paper_schedule)
     else:
         study = load_study(args.study, paper_schedule=args.paper_schedule)
+    if args.paper_schedule and not study.paper_schedule:
+        # refuse rather than run the reduced budget while the user believes it is the paper's
+        raise ConfigError(
+            "--paper-schedule asks for the paper's full training schedule, but this study has no "
+            "'paper_schedule' section to apply; drop the flag or add the paper's overrides there",
+            source=args.study, field="paper_schedule",
+        )
     run_study(study, study_dir=args.dir, address=args.address, fresh=args.fresh, source=args.study)
     return 0
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from resweep.presets import list_presets, load_preset
+    from resweep.presets import format_preset_line, preset_summaries
 
-    for name in list_presets():
-        try:
-            study = load_preset(name)
-            paper = f"  [{study.paper.table}]" if study.paper else ""
-            print(f"preset:{name:24s}{paper}  {study.description.strip().splitlines()[0] if study.description else ''}")
-        except Exception as exc:  # a broken preset must not hide the others
-            print(f"preset:{name:24s}  (cannot load: {exc})")
+    # read from the YAML text only: data paths are resolved when a preset runs, not when listed
+    for summary in preset_summaries():
+        print(format_preset_line(summary))
     return 0
 
 

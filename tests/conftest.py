@@ -76,3 +76,24 @@ def ray_local():
     init_ray(num_cpus=4, quiet=True)
     yield ray
     ray.shutdown()
+
+
+# --------------------------------------------------------------------------- `make test-fast`
+# `make test-fast` runs `-m "not ray"` with RESWEEP_TEST_FAST=1. Tests that use `ray_local` are
+# marked `ray` here; any other test that starts Ray in this process without the marker fails
+# with a message saying so, instead of silently making the fast loop slow.
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if "ray_local" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
+def pytest_configure(config):
+    if os.environ.get("RESWEEP_TEST_FAST") != "1":
+        return
+    import ray
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("this test starts Ray: mark it `@pytest.mark.ray` (make test-fast runs without Ray)")
+
+    ray.init = refuse

@@ -44,8 +44,13 @@ def make_study(
     knobs: list[str] | None = None,
     task: dict[str, Any] | None = None,
     seed: int = 1234,
+    effect: float = 0.25,
+    row_noise: bool = True,
 ) -> Path:
-    """Write a study folder the way resweep.study.results does (row dicts -> pyarrow)."""
+    """Write a study folder the way resweep.study.results does (row dicts -> pyarrow).
+
+    ``effect``: PSNR gain per row (SSIM: 0.04 x that); ``row_noise=False``: every row gets the
+    same per-image noise, so with ``effect=0`` all rows are identical (an exact tie)."""
     rng = np.random.default_rng(seed)
     statuses = statuses or {}
     image_effect = {img: float(rng.normal(0, 2)) for img in IMAGES}
@@ -60,8 +65,10 @@ def make_study(
                 for set_ in SETS:
                     acc = {m: [] for m in METRICS}
                     for img in IMAGES:
-                        psnr = 28 + 0.25 * r + image_effect[img] + 0.1 * s + 0.5 * (it == 100) + rng.normal(0, 0.3)
-                        ssim = 0.80 + 0.01 * r + rng.normal(0, 0.01)
+                        noise = rng if row_noise else np.random.default_rng(
+                            [s, it, SETS.index(set_), IMAGES.index(img)])
+                        psnr = 28 + effect * r + image_effect[img] + 0.1 * s + 0.5 * (it == 100) + noise.normal(0, 0.3)
+                        ssim = 0.80 + 0.04 * effect * r + noise.normal(0, 0.01)
                         rec = {"trial_id": tid, "iteration": it, "set": set_, "image": img,
                                "psnr": psnr, "ssim": ssim, "psnr_y": psnr + 1.0, "ssim_y": ssim + 0.01,
                                "psnr_baseline": 25 + image_effect[img], "ssim_baseline": 0.7,
@@ -126,6 +133,11 @@ def variant_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
              "values": {"base": 32.1, SCRIPT: 32.4, "all_gone": "collapse"}}
     return make_study(tmp_path_factory.mktemp("variants") / "study", rows, statuses=statuses,
                       name="abl_study & 100% <b>bold</b>", baseline="base", paper=paper)
+
+
+def trained(df: Any) -> Any:
+    """The table without its no-learning reference line (the last line, when present)."""
+    return df[~df["reference"]]
 
 
 # --------------------------------------------------------------------------- independent reference
@@ -199,7 +211,7 @@ def ref_bootstrap(diffs: list[float], n_boot: int = N_BOOT, seed: int = BOOT_SEE
 def test_ablation_values_match_independent_computation(alpha_study: Path) -> None:
     df = ablation_table(alpha_study)
     assert df.attrs["ddof"] == 1
-    assert list(df["param." + KNOB]) == ["0", "0.5", "1"]
+    assert list(trained(df)["param." + KNOB]) == ["0", "0.5", "1"]
     assert bool(df.loc[0, "baseline"])  # no baseline in study.json: the knob-off row
     for set_ in SETS:
         for metric in ("psnr_y", "ssim_y"):  # SR task: Y channel by default
@@ -221,7 +233,7 @@ def test_ablation_values_match_independent_computation(alpha_study: Path) -> Non
 
 
 def test_counts_of_a_partial_study(alpha_study: Path) -> None:
-    df = ablation_table(alpha_study)
+    df = trained(ablation_table(alpha_study))
     assert list(df["trials"]) == [3, 3, 3]
     assert list(df["finished"]) == [3, 2, 2]
     assert list(df["running"]) == [0, 1, 0]
@@ -237,7 +249,7 @@ def test_counts_of_a_partial_study(alpha_study: Path) -> None:
 
 def test_pending_counts_as_running(tmp_path: Path) -> None:
     study = make_study(tmp_path / "pend", ALPHA_ROWS, statuses={(0, 1): "pending"})
-    df = ablation_table(study)
+    df = trained(ablation_table(study))
     assert list(df["running"]) == [1, 0, 0] and list(df["finished"]) == [2, 3, 3]
     assert any(n.startswith("partial study: 8 of 9") for n in df.attrs["notes"])
 
@@ -267,6 +279,101 @@ def test_explicit_baseline_metric_and_sets(alpha_study: Path) -> None:
     df = ablation_table(alpha_study, metric="time_per_step")
     assert df.loc[1, "time_per_step:delta"] == pytest.approx(0.001)
     assert not df["time_per_step:sig"].any()
+
+
+def ref_reference(study: Path, set_: str, metric: str, base_value: float) -> tuple[list[float], list[float]]:
+    """The no-learning reference from the raw files: (per-seed means of ``<metric>_baseline`` over
+    the baseline row's finished trials, paired differences reference − baseline row by (seed, image))."""
+    trials = {r["trial_id"]: r for r in _read(study / "trials.parquet")}
+    rows = _read(study / "per_image.parquet")
+    last: dict[str, int] = {}
+    for r in rows:
+        last[r["trial_id"]] = max(last.get(r["trial_id"], -1), r["iteration"])
+    by_seed: dict[int, dict[str, tuple[float, float]]] = {}
+    for r in rows:
+        t = trials[r["trial_id"]]
+        if (t["status"] == "finished" and t[f"param.{KNOB}"] == base_value and r["set"] == set_
+                and r["iteration"] == last[r["trial_id"]]):
+            by_seed.setdefault(t["seed"], {})[r["image"]] = (r[f"{metric}_baseline"], r[metric])
+    seed_means, diffs = [], []
+    for seed in sorted(by_seed):
+        imgs = by_seed[seed]
+        seed_means.append(sum(v[0] for v in imgs.values()) / len(imgs))
+        diffs += [imgs[i][0] - imgs[i][1] for i in sorted(imgs)]
+    return seed_means, diffs
+
+
+def test_reference_row_matches_independent_computation(alpha_study: Path) -> None:
+    from resweep.analysis.tables import to_html, to_latex, to_markdown
+
+    df = ablation_table(alpha_study)
+    assert list(df["reference"]) == [False, False, False, True]  # the last line, exactly one
+    ref = df.iloc[-1]
+    assert ref["row"] == "bicubic (no learning)" and not ref["baseline"]
+    assert ref[["trials", "finished", "running", "diverged"]].sum() == 0
+    for set_ in SETS:
+        for metric in ("psnr_y", "ssim_y"):
+            key = f"eval.{set_}.{metric}"
+            seed_means, diffs = ref_reference(alpha_study, set_, metric, 0.0)
+            assert len(seed_means) == 3 and len(diffs) == 15  # 3 seeds x 5 images of the baseline row
+            assert ref[f"{key}:mean"] == pytest.approx(sum(seed_means) / 3, abs=1e-12)
+            assert ref[f"{key}:n"] == 3 and ref[f"{key}:pairs"] == 15
+            assert ref[f"{key}:delta"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-12)
+            low, high = ref_bootstrap(diffs)
+            assert (ref[f"{key}:ci_low"], ref[f"{key}:ci_high"]) == (pytest.approx(low, abs=1e-9),
+                                                                     pytest.approx(high, abs=1e-9))
+            assert bool(ref[f"{key}:sig"]) and ref[f"{key}:delta"] < 0  # bicubic is far below training
+    # rendered as the first line (as SR papers list bicubic), deterministic: no "± 0.00"
+    md_lines = to_markdown(df).splitlines()
+    assert md_lines[4].startswith("| *bicubic (no learning)* |") and "±" not in md_lines[4]
+    assert md_lines[5].startswith("| **0** |")
+    assert "<tr class=\"reference\"><td>bicubic (no learning)</td>" in to_html(df)
+    assert "bicubic (no learning)" in to_latex(df)
+    notes = " ".join(df.attrs["notes"])
+    gain = -ref["eval.Set5.psnr_y:delta"]
+    assert f"the baseline row 'alpha=0' beats bicubic (no learning) by {gain:+.2f} dB" in notes
+    assert "every row ties" not in notes and "effects whose 95% paired CI excludes 0" in notes
+    assert len(ablation_table(alpha_study, reference=False)) == 3
+
+
+def test_denoising_reference_is_the_noisy_input(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "dn", ALPHA_ROWS, task={"kind": "denoise", "scale": 1})
+    df = ablation_table(study)
+    assert df.iloc[-1]["row"] == "noisy input (no learning)" and bool(df.iloc[-1]["reference"])
+
+
+def test_a_table_where_every_row_ties_says_so(tmp_path: Path) -> None:
+    from resweep.analysis.tables import to_markdown, to_text
+
+    study = make_study(tmp_path / "tie", ALPHA_ROWS, effect=0.0, row_noise=False)
+    df = ablation_table(study)
+    rows = trained(df)
+    assert (rows.filter(like=":delta") == 0).all().all()  # identical rows: Δ exactly 0
+    assert not rows.filter(like=":sig").any().any()
+    md = to_markdown(df)
+    assert "every row ties with the baseline row 'alpha=0'" in md
+    assert "effects whose" not in md
+    # the terminal rendering: aligned plain text, reference first, the same notes, no markup
+    text = to_text(df, width=400)
+    lines = text.splitlines()
+    assert lines[3].startswith("bicubic (no learning)") and lines[4].split()[-1] == "baseline"
+    assert len({len(line) for line in lines[1:3]}) == 1  # header and rule aligned
+    assert "every row ties with the baseline row 'alpha=0'" in text and "\\" not in text and "**" not in text
+    # the same study with a real +0.5 dB row says which row and by how much
+    study = make_study(tmp_path / "effect", ALPHA_ROWS, effect=0.5, row_noise=False)
+    notes = " ".join(ablation_table(study).attrs["notes"])
+    assert "every row ties" not in notes and "alpha=1 +1.00 dB, 95% CI" in notes
+
+
+def test_baseline_that_does_not_beat_the_reference_is_called_out(tmp_path: Path) -> None:
+    study = make_study(tmp_path / "flat", ALPHA_ROWS)
+    table = pq.read_table(study / "per_image.parquet").to_pandas()
+    table["psnr_y_baseline"] = table["psnr_y"]  # training gained nothing over bicubic
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), study / "per_image.parquet")
+    df = ablation_table(study, metric="psnr_y")
+    assert df.iloc[-1]["eval.Set5.psnr_y:delta"] == 0 and not df.iloc[-1]["eval.Set5.psnr_y:sig"]
+    notes = " ".join(df.attrs["notes"])
+    assert "does NOT clearly beat bicubic (no learning)" in notes and "learned little" in notes
 
 
 def test_denoising_uses_rgb(tmp_path: Path) -> None:
@@ -300,7 +407,7 @@ def test_pareto_mask() -> None:
 # --------------------------------------------------------------------------- tests: rendering
 def test_collapse_paper_and_escaping(variant_study: Path, tmp_path: Path) -> None:
     report = build_report(variant_study, out_dir=tmp_path / "rep")
-    df = report.tables["ablation"]
+    df = trained(report.tables["ablation"])
     assert list(df["row"]) == ["base", SCRIPT, "w/o skip_50% & more", "all_gone"]
     assert df.attrs["baseline_reason"] == "study baseline 'base'"
     gone = df.index[df["row"] == "all_gone"][0]
@@ -377,7 +484,7 @@ def test_importance_and_pareto_with_two_knobs(tmp_path: Path) -> None:
     objectives = [{"metric": "eval.Set5.psnr_y", "mode": "max"}, {"metric": "time_per_step", "mode": "min"}]
     study = make_study(tmp_path / "two", rows, objectives=objectives)
     report = build_report(study)
-    df = report.tables["ablation"]
+    df = trained(report.tables["ablation"])
     assert len(df) == 6 and list(df["param.model.channels"][:2]) == ["[32, 32]", "[64, 64]"]
     imp = report.tables["importance"]
     assert set(imp["knob"]) == {KNOB, "model.channels"}

@@ -86,3 +86,41 @@ def test_malformed_yaml(tmp_path, train):
 def test_help(argv):
     out = subprocess.run([sys.executable, "-m", "resweep.cli", *argv], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "usage" in out.stdout
+
+
+def test_presets_listed_without_data_variable(monkeypatch, capsys):
+    """Listing reads the YAML only: no preset "cannot load" because $RESWEEP_DATA is unset,
+    and the ones that need it say so."""
+    from resweep.presets import list_presets
+
+    monkeypatch.delenv("RESWEEP_DATA", raising=False)
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "cannot" not in out
+    heads = {line.split()[0].removeprefix("preset:"): line for line in out.splitlines() if line.startswith("preset:")}
+    assert set(heads) == set(list_presets())
+    assert "needs $RESWEEP_DATA (not set)" in heads["spn_table8"]
+    assert "needs" not in heads["demo"]  # the demo's photographs ship with scikit-image
+    monkeypatch.setenv("RESWEEP_DATA", "/data")
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "needs $RESWEEP_DATA" in out and "(not set)" not in out
+
+
+def test_running_a_preset_without_its_variable_is_refused(monkeypatch, capsys, tmp_path):
+    monkeypatch.delenv("RESWEEP_DATA", raising=False)
+    code = main(["run", "preset:spn_table8", "--dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "RESWEEP_DATA is not set" in err and "Traceback" not in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_paper_schedule_refused_for_a_study_without_one(tmp_path, capsys):
+    study = {"name": "no-paper", "base": tiny_config_dict(), "seeds": [0],
+             "search": {"algorithm": "grid"}, "objectives": [{"metric": "eval.demo-eval.psnr_y", "mode": "max"}]}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    code = main(["run", str(path), "--paper-schedule", "--dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 2 and "paper_schedule" in err and "--paper-schedule" in err, err
+    assert not (tmp_path / "s").exists()

@@ -288,7 +288,7 @@ def test_bad_input() -> None:
 
 
 # --------------------------------------------------------------------------------------
-# The usual substitutes are *not* MATLAB's imresize (METHODS.md conventions).
+# The usual substitutes are *not* MATLAB's imresize (the SR literature's convention).
 # --------------------------------------------------------------------------------------
 
 

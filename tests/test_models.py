@@ -17,8 +17,8 @@ from resweep.models.swinir import (
     window_reverse,
 )
 
-TINY = ["edsr_tiny", "rcan_tiny", "swinir_tiny", "dncnn_tiny", "unet_tiny"]
-FULL = ["edsr_baseline", "edsr", "rcan", "swinir_light", "dncnn", "unet"]
+TINY = ["edsr_tiny", "rcan_tiny", "swinir_tiny", "dncnn_tiny", "unet_tiny", "sr_residual_tiny"]
+FULL = ["edsr_baseline", "edsr", "rcan", "swinir_light", "dncnn", "unet", "sr_residual"]
 
 
 @pytest.fixture(autouse=True)
@@ -130,6 +130,20 @@ def test_residual_models_start_near_identity(name):
     with torch.no_grad():
         y = model(x)
     assert (y - x).abs().mean() < 0.5
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3, 4])
+def test_sr_residual_starts_as_bicubic_and_learns_only_the_residual(scale):
+    # near-zero last layer: the untrained network is its skip (the input at scale 1, PyTorch
+    # bicubic otherwise) up to a small correction, yet gradients reach every layer
+    torch.manual_seed(0)
+    model = create_model("sr_residual_tiny", scale=scale)
+    x = torch.rand(2, 3, 11, 13)
+    expected = x if scale == 1 else torch.nn.functional.interpolate(x, scale_factor=scale, mode="bicubic")
+    correction = (model(x) - expected).abs()
+    assert 0 < correction.max() < 0.02
+    model(x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
 @pytest.mark.parametrize("name", TINY)

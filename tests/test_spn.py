@@ -136,7 +136,7 @@ def test_loss_matches_float64_reference(tmp_path: Path, layout: str, batching: s
     assert set(terms) == {"spn"}
     terms["spn"].backward()
 
-    # Reference: METHODS.md §1 in float64, with float64 copies of the negatives.
+    # Reference: the paper's loss (Wu et al., AAAI 2024) in float64, with float64 copies of the negatives.
     pred64 = pred.detach().double().requires_grad_(True)
     phi_y = _reference_features(pred64, head)
     total = torch.zeros((), dtype=torch.float64)

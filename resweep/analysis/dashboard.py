@@ -476,7 +476,7 @@ margin:16px 0;padding:12px 18px}section h2{font-size:18px;margin:4px 0 10px}
 .scroll{overflow:auto;max-height:70vh}thead tr:first-child th{position:sticky;top:0;z-index:1}table{border-collapse:collapse;font-size:13px;margin:6px 0}
 th,td{border-bottom:1px solid #e3e6ea;padding:4px 8px;text-align:left;white-space:nowrap}
 th{background:#f0f2f5}th.group{text-align:center}td.num{text-align:right;font-variant-numeric:tabular-nums}
-tr.baseline td{background:#fff8e1}td.better{color:#116329;font-weight:600}td.worse{color:#b42318;font-weight:600}
+tr.baseline td{background:#fff8e1}tr.reference td{color:#57606a;font-style:italic;border-bottom:2px solid #d0d7de}td.better{color:#116329;font-weight:600}td.worse{color:#b42318;font-weight:600}
 td.collapse{color:#b42318;font-style:italic}td.paper{color:#57606a;background:#f6f8fa}td.ref{color:#57606a}
 caption{text-align:left;font-weight:600;padding:4px 0}ul.table-notes,p.note{font-size:12px;color:#57606a}
 .todo{background:#fff4e5;border-left:4px solid #f59e0b;padding:8px 12px;font-size:14px}

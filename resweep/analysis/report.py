@@ -39,11 +39,10 @@ from resweep.analysis.tables import (
 
 MAX_TRIALS_IN_PAGE = 500
 SAVE_IMAGES_TODO = (
-    "Image crops need <code>eval.save_images</code>, which the trainer does not provide yet: "
-    "the per-image files hold scores, not pixels. Once evaluation saves its outputs as "
-    "<code>images/&lt;trial_id&gt;/&lt;set&gt;/&lt;image&gt;.png</code> in the study folder "
-    "(with the targets in <code>images/_gt/</code> and the bicubic/noisy inputs in "
-    "<code>images/_baseline/</code>), this section shows crops of ground truth, input, baseline "
+    "No image crops: this study saved no outputs. Set <code>eval.save_images: true</code> and each "
+    "trial's final evaluation writes <code>images/&lt;trial_id&gt;/&lt;set&gt;/&lt;image&gt;.png</code> "
+    "in the study folder (with the targets in <code>images/_gt/</code> and the bicubic/noisy inputs in "
+    "<code>images/_baseline/</code>); this section then shows crops of ground truth, input, baseline "
     "row and method row where they differ most. Until then: the ranking above."
 )
 

@@ -1,4 +1,4 @@
-"""ECO: empirical centroid-oriented optimisation (Lee & Heo, AAAI 2024), METHODS.md section 2.
+"""ECO: empirical centroid-oriented optimisation (Lee & Heo, AAAI 2024).
 
 A pretrained SR network ``F_pre`` (the teacher, :mod:`resweep.methods.eco_teacher`) estimates
 the centroid of the plausible HR images, ``ŷc = F_pre(x)``, once per whole training image.

@@ -1,4 +1,4 @@
-"""MCIR / SPN: "learning from history" (Wu et al., AAAI 2024), METHODS.md section 1.
+"""MCIR / SPN: "learning from history" (Wu et al., AAAI 2024).
 
 K negative models ``f_θ'k`` (copies of the trained architecture) produce negatives from the
 training input; a frozen VGG maps the prediction and the negatives to features, and the loss

@@ -1,0 +1,72 @@
+"""Formatting shared by the analysis renderers: escaping for LaTeX/HTML/Markdown, metric titles,
+numbers with the precision each metric is published with, and which direction is better."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------- escaping
+_LATEX_MAP = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}",
+    "±": r"$\pm$", "Δ": r"$\Delta$", "—": "---", "–": "--", "−": r"$-$", "×": r"$\times$",
+    "†": r"\dag{}", "…": r"\ldots{}", "·": r"$\cdot$",
+    "\n": " ",
+}
+_LATEX_RE = re.compile("|".join(re.escape(k) for k in _LATEX_MAP))
+# inside a table cell (never at line start) only inline-emphasis/code/link/pipe characters matter
+_MD_RE = re.compile(r"([\\`*_\[\]|~])")
+
+
+def latex_escape(text: Any) -> str:
+    """Escape every LaTeX special character (and map ±, Δ, — to their LaTeX forms)."""
+    return _LATEX_RE.sub(lambda m: _LATEX_MAP[m.group(0)], str(text))
+
+
+def html_escape(text: Any) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def md_escape(text: Any) -> str:
+    """Markdown table cell: HTML-escaped (Markdown renders raw HTML) and Markdown-escaped."""
+    return _MD_RE.sub(r"\\\1", html.escape(str(text), quote=False)).replace("\n", " ")
+
+
+# --------------------------------------------------------------------------- metric names
+def metric_title(metric: str) -> str:
+    """psnr_y -> PSNR-Y, ssim -> SSIM, time_per_step -> time_per_step."""
+    base, _, suffix = metric.partition("_")
+    if base in ("psnr", "ssim"):
+        return base.upper() + (f"-{suffix.upper()}" if suffix == "y" else f" {suffix}" if suffix else "")
+    return metric
+
+
+def metric_decimals(metric: str) -> int | None:
+    name = metric.rsplit(".", 1)[-1]
+    if name.startswith("psnr"):
+        return 2
+    if name.startswith("ssim"):
+        return 4
+    return None  # general numbers: 4 significant digits
+
+
+def fmt_number(value: float, metric: str, signed: bool = False) -> str:
+    if value is None or not np.isfinite(value):
+        return "—"
+    dec = metric_decimals(metric)
+    sign = "+" if signed else ""
+    if dec is not None and round(value, dec) == 0:
+        value = 0.0  # no "-0.0000"
+    return f"{value:{sign}.{dec}f}" if dec is not None else f"{value:{sign}.4g}"
+
+
+def better(metric: str, mode: str | None = None) -> str:
+    if mode:
+        return mode
+    name = metric.rsplit(".", 1)[-1]
+    return "max" if name.startswith(("psnr", "ssim")) else "min"
