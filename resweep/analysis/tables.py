@@ -39,6 +39,7 @@ from resweep.analysis.load import (
     sort_key,
 )
 from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_many
+from resweep.metrics.directions import metric_direction
 
 COUNT_COLUMNS = ("trials", "finished", "running", "diverged", "pruned", "errored")
 PAIR_KEYS = ["seed", "image"]  # order of the pairs handed to the bootstrap (documented)
@@ -101,10 +102,8 @@ def fmt_number(value: float, metric: str, signed: bool = False) -> str:
 
 
 def better(metric: str, mode: str | None = None) -> str:
-    if mode:
-        return mode
-    name = metric.rsplit(".", 1)[-1]
-    return "max" if name.startswith(("psnr", "ssim")) else "min"
+    """Direction in which a metric improves: the objective's mode, else the table's."""
+    return metric_direction(metric, mode)
 
 
 # --------------------------------------------------------------------------- rows

@@ -145,7 +145,10 @@ class Trainer:
                 build_eval_set(spec, self.task, seed=config.eval.seed, max_side=config.eval.max_side)
                 for spec in config.eval.sets
             ]
-            self.evaluator = Evaluator(eval_sets, self.task, config.crop_border, self.device)
+            self.evaluator = Evaluator(
+                eval_sets, self.task, config.crop_border, self.device,
+                niqe_sets=[spec.niqe for spec in config.eval.sets],
+            )
 
         self.iteration = 0
         self.last_eval: dict[str, float] = {}

@@ -1,12 +1,28 @@
-"""Image-quality metrics as the restoration literature computes them."""
+"""Image-quality metrics as the restoration literature computes them.
 
-from resweep.metrics.image_quality import (
-    batch_psnr,
-    image_metrics,
-    psnr,
-    quantize,
-    rgb_to_y,
-    ssim,
-)
+The torch-based functions load on first use so that ``resweep.metrics.directions`` (the table of
+metric directions the torch-free analysis layer reads) stays cheap to import. NIQE lives in ``resweep.metrics.niqe``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_LAZY = {
+    "batch_psnr": "image_quality",
+    "image_metrics": "image_quality",
+    "psnr": "image_quality",
+    "quantize": "image_quality",
+    "rgb_to_y": "image_quality",
+    "ssim": "image_quality",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"resweep.metrics.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'resweep.metrics' has no attribute {name!r}")
+
 
 __all__ = ["batch_psnr", "image_metrics", "psnr", "quantize", "rgb_to_y", "ssim"]
