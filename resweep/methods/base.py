@@ -18,6 +18,8 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import nn
 
+from resweep.errors import ResweepError
+
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
     from resweep.degradations.tasks import Task
@@ -57,6 +59,19 @@ class MethodContext:
     world: World
     cache_dir: Path  # for artifacts shared across runs (e.g. ECO centroids)
     log: Callable[[str], None] = print
+    #: role -> local folder holding that artifact's files (made by resweep.stages before the run)
+    artifacts: dict[str, Path] = field(default_factory=dict)
+
+    def artifact_dir(self, role: str) -> Path:
+        """The local folder of the artifact this run declared under ``role``."""
+        if role not in self.artifacts:
+            known = ", ".join(sorted(self.artifacts)) or "none"
+            raise ResweepError(
+                f"no artifact for role '{role}' in this run (artifacts: {known}); the stages a "
+                "config declares are made by resweep.stages.prepare_local / prepare_stages before "
+                "training starts"
+            )
+        return Path(self.artifacts[role])
 
 
 class Method(nn.Module):
