@@ -346,22 +346,50 @@ def test_bad_layer_index_is_a_clear_error():
         build_method(_artifact("vit"), variant="ctmae", layers=[5])
 
 
-def test_training_run_adds_the_mae_term(monkeypatch, reporter):
-    """A real engine run with the encoder handed over as the stages layer will do."""
+def test_training_run_adds_the_mae_term(monkeypatch, reporter, tmp_path):
+    """A real engine run. With the stages layer present the Trainer makes the (tiny) encoder
+    itself; until it lands here, the encoder is handed over as that layer will do."""
     import resweep.engine.trainer as trainer_mod
     from resweep.engine.trainer import Trainer
 
-    monkeypatch.setattr(
-        trainer_mod, "MethodContext",
-        functools.partial(MethodContext, artifacts={"encoder": _artifact("vit")}),
-    )
-    cfg = ExperimentConfig.from_dict(
-        tiny_config_dict(**{"methods.mae_loss": {"variant": "ctmae", "weight": 2.0}, "train.iterations": 4})
-    )
-    outcome = Trainer(cfg, reporter=reporter, log=lambda _m: None).fit()
+    if not hasattr(STAGES, "prepare_local"):
+        monkeypatch.setattr(
+            trainer_mod, "MethodContext",
+            functools.partial(MethodContext, artifacts={"encoder": _artifact("vit")}),
+        )
+    tiny_pretrain = {"arch": "tiny", "crop": 32, "steps": 2, "batch_size": 2,
+                     "data": {"kind": "demo", "split": "all"}, "held_out_images": 2}
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{
+        "methods.mae_loss": {"variant": "ctmae", "weight": 2.0, "pretrain": tiny_pretrain},
+        "train.iterations": 4,
+    }))
+    outcome = Trainer(cfg, reporter=reporter, log=lambda _m: None, cache_dir=tmp_path).fit()
     assert outcome.status == "finished"
     logged = [r for r in reporter.reports if "loss.mae" in r]
     assert logged
     for r in logged:
         assert r["loss.total"] == pytest.approx(r["loss.pixel"] + r["loss.mae"], rel=1e-5)
         assert r["loss.mae"] == pytest.approx(2.0 * r["mae_loss.feature_distance"], rel=1e-5)
+
+
+def test_encoder_is_made_once_for_four_trials(tmp_path):
+    """Four trials of a sweep (two λ x two seeds) share one pretraining: the first makes the
+    encoder, the others reuse it from the store (needs the stages layer; skipped before it lands)."""
+    if not hasattr(STAGES, "prepare_local"):
+        pytest.skip("resweep.stages (prepare_local) is not on this branch yet")
+    tiny_pretrain = {"arch": "tiny", "crop": 32, "steps": 2, "batch_size": 2,
+                     "data": {"kind": "demo", "split": "all"}, "held_out_images": 2}
+    statuses, folders = [], set()
+    for weight in (0.5, 1.0):
+        for seed in (0, 1):
+            cfg = ExperimentConfig.from_dict(tiny_config_dict(**{
+                "methods.mae_loss": {"variant": "ccmae", "weight": weight, "pretrain": tiny_pretrain},
+                "train.seed": seed,
+            }))
+            artifacts, records = STAGES.prepare_local(cfg, tmp_path / "store", scratch=tmp_path / f"s{weight}{seed}",
+                                                      log=lambda _m: None)
+            statuses += [r.status for r in records]
+            folders.add(records[0].key)
+            assert (artifacts["mae_loss.encoder"] / "encoder.pt").is_file()
+    assert statuses == [STAGES.PRODUCED] + [STAGES.REUSED] * 3
+    assert len(folders) == 1
