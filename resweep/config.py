@@ -93,6 +93,9 @@ class DatasetSpec(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "all", description="demo only: which of its photographs to use"
     )
+    niqe: bool = Field(
+        False, description="evaluation sets only: also compute NIQE per image (slow; lower is better)"
+    )
 
     @field_validator("path", "lq_path", "gt_path", mode="before")
     @classmethod
@@ -120,6 +123,13 @@ class DatasetSpec(StrictModel):
 
 class DataConfig(StrictModel):
     train: DatasetSpec = Field(default_factory=lambda: DatasetSpec(kind="demo", split="train"))
+
+    @field_validator("train")
+    @classmethod
+    def _no_niqe_on_train(cls, value: DatasetSpec) -> DatasetSpec:
+        if value.niqe:
+            raise ValueError("niqe is an evaluation option: set it on eval.sets[i], not data.train")
+        return value
     patch_size: int = Field(48, ge=4, description="input (LQ) patch side; the GT patch is patch_size*scale")
     batch_size: int = Field(16, ge=1, description="total over all workers; must divide by the worker count")
     augment: bool = Field(True, description="random flips and 90-degree rotations")

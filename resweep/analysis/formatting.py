@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from resweep.metrics.directions import metric_direction
+
 # --------------------------------------------------------------------------- escaping
 _LATEX_MAP = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -66,7 +68,5 @@ def fmt_number(value: float, metric: str, signed: bool = False) -> str:
 
 
 def better(metric: str, mode: str | None = None) -> str:
-    if mode:
-        return mode
-    name = metric.rsplit(".", 1)[-1]
-    return "max" if name.startswith(("psnr", "ssim")) else "min"
+    """Direction in which a metric improves: the objective's mode, else the one table of directions."""
+    return metric_direction(metric, mode)

@@ -1,4 +1,5 @@
-"""Evaluation on full images: per-image PSNR/SSIM (RGB and Y) for the model and the baseline."""
+"""Evaluation on full images: per-image PSNR/SSIM (RGB and Y) for the model and the baseline,
+and NIQE (no reference; slow) on the sets that ask for it."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ import torch
 from torch import nn
 
 from resweep.metrics import image_metrics
+from resweep.metrics.niqe import niqe
 
 METRIC_NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
+NIQE_METRIC = "niqe"
 
 
 @dataclass
@@ -49,19 +52,33 @@ class Evaluator:
         crop_border: int,
         device: torch.device,
         averages: dict[str, list[str]] | None = None,
+        niqe_sets: list[bool] | None = None,
     ):
         self.eval_sets = eval_sets
         self.averages = dict(averages or {})
         self.task = task
         self.crop_border = crop_border
         self.device = device
+        # one flag per set (eval.sets[i].niqe): NIQE costs far more than PSNR, so it is opt-in
+        self.niqe_sets = list(niqe_sets) if niqe_sets is not None else [False] * len(eval_sets)
         self._baseline: dict[tuple[str, str], dict[str, float]] = {}
-        for eval_set in eval_sets:
+        for eval_set, with_niqe in zip(eval_sets, self.niqe_sets, strict=True):
             for image_name, lq, gt in eval_set.items:
-                baseline = task.baseline(lq.unsqueeze(0)).squeeze(0)
-                self._baseline[(eval_set.name, image_name)] = image_metrics(
-                    baseline.clamp(0, 1), gt, crop_border=crop_border
-                )
+                baseline = task.baseline(lq.unsqueeze(0)).squeeze(0).clamp(0, 1)
+                scores = image_metrics(baseline, gt, crop_border=crop_border)
+                if with_niqe:
+                    scores[NIQE_METRIC] = self._niqe(baseline, eval_set.name, image_name)
+                self._baseline[(eval_set.name, image_name)] = scores
+
+    def _niqe(self, image: torch.Tensor, set_name: str, image_name: str) -> float:
+        try:
+            return niqe(image, crop_border=self.crop_border)
+        except ValueError as exc:
+            raise ValueError(
+                f"NIQE on eval set '{set_name}', image '{image_name}' "
+                f"({image.shape[-2]}x{image.shape[-1]}, crop_border {self.crop_border}): {exc}. "
+                "Turn niqe off for this set or evaluate larger images (eval.max_side)."
+            ) from exc
 
     def save_references(self, image_root: Path) -> None:
         """Ground truth and baseline once per study/run (``images/_gt``, ``images/_baseline``)."""
@@ -83,9 +100,10 @@ class Evaluator:
         was_training = model.training
         model.eval()
         try:
-            for eval_set in self.eval_sets:
-                sums = dict.fromkeys(METRIC_NAMES, 0.0)
-                base_sums = dict.fromkeys(METRIC_NAMES, 0.0)
+            for eval_set, with_niqe in zip(self.eval_sets, self.niqe_sets, strict=True):
+                names = (*METRIC_NAMES, NIQE_METRIC) if with_niqe else METRIC_NAMES
+                sums = dict.fromkeys(names, 0.0)
+                base_sums = dict.fromkeys(names, 0.0)
                 for image_name, lq, gt in eval_set.items:
                     ctx = (
                         torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -101,20 +119,22 @@ class Evaluator:
                     if save_dir is not None:
                         save_png(pred, save_dir / eval_set.name / f"{Path(image_name).stem}.png")
                     scores = image_metrics(pred, gt, crop_border=self.crop_border)
+                    if with_niqe:
+                        scores[NIQE_METRIC] = self._niqe(pred, eval_set.name, image_name)
                     base = self._baseline[(eval_set.name, image_name)]
                     record: dict[str, Any] = {
                         "iteration": iteration,
                         "set": eval_set.name,
                         "image": image_name,
                     }
-                    for m in METRIC_NAMES:
+                    for m in names:
                         record[m] = scores[m]
                         record[f"{m}_baseline"] = base[m]
                         sums[m] += scores[m]
                         base_sums[m] += base[m]
                     result.per_image.append(record)
                 n = max(1, len(eval_set.items))
-                for m in METRIC_NAMES:
+                for m in names:
                     result.means[f"eval.{eval_set.name}.{m}"] = sums[m] / n
                     result.means[f"eval.{eval_set.name}.{m}_baseline"] = base_sums[m] / n
             result.means.update(set_averages(result.means, self.averages))

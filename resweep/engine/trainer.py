@@ -175,7 +175,9 @@ class Trainer:
                 for spec in config.eval.sets
             ]
             self.evaluator = Evaluator(
-                eval_sets, eval_task, config.crop_border, self.device, averages=config.eval.averages
+                eval_sets, eval_task, config.crop_border, self.device,
+                averages=config.eval.averages,
+                niqe_sets=[spec.niqe for spec in config.eval.sets],
             )
 
         self.iteration = 0

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 BUILTIN_METHODS: dict[str, tuple[str, str]] = {
     "spn": ("resweep.methods.spn:SPNConfig", "resweep.methods.spn:SPN"),
     "eco": ("resweep.methods.eco_config:ECOConfig", "resweep.methods.eco:ECO"),
+    "mae_loss": ("resweep.methods.mae_loss:MaeLossConfig", "resweep.methods.mae_loss:MaeLoss"),
+    "perceptual": ("resweep.methods.perceptual:PerceptualConfig", "resweep.methods.perceptual:Perceptual"),
 }
 
 METHODS: Registry[type[Method]] = Registry("method")

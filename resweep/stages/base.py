@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 BUILTIN_STAGES: dict[str, str] = {
     "train": "resweep.stages.train:produce_train",
     "eco_centroids": "resweep.stages.eco_centroids:produce_eco_centroids",
+    "mae_pretrain": "resweep.stages.mae_pretrain:produce_mae_pretrain",
 }
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from resweep.engine.records import split_report, write_parquet_atomic
+from resweep.metrics.directions import metric_direction
 
 TRIALS_FILE = "trials.parquet"
 CURVES_FILE = "curves.parquet"
@@ -61,11 +62,8 @@ def _is_number(value: Any) -> bool:
 
 
 def better(metric: str, mode: str | None = None) -> str:
-    """Direction in which a metric improves: the objective's mode, else by its name."""
-    if mode:
-        return mode
-    name = metric.rsplit(".", 1)[-1]
-    return "max" if name.startswith(("psnr", "ssim")) else "min"
+    """Direction in which a metric improves: the objective's mode, else the table's."""
+    return metric_direction(metric, mode)
 
 
 class StudyResults:
