@@ -35,7 +35,7 @@ class StrictModel(BaseModel):
 
 
 # --------------------------------------------------------------------------- task
-TaskKind = Literal["sr", "denoise", "hetero_denoise", "denoise_sr", "realworld_sr"]
+TaskKind = Literal["sr", "denoise", "hetero_denoise", "denoise_sr", "realworld_sr", "hetero_denoise_sr"]
 
 
 class TaskConfig(StrictModel):
@@ -56,7 +56,7 @@ class TaskConfig(StrictModel):
     def _check_scale(self) -> TaskConfig:
         if self.kind in ("denoise", "hetero_denoise") and self.scale != 1:
             raise ValueError(f"task kind '{self.kind}' needs scale 1, got {self.scale}")
-        if self.kind in ("sr", "denoise_sr", "realworld_sr") and self.scale not in (2, 3, 4, 8):
+        if self.kind in ("sr", "denoise_sr", "realworld_sr", "hetero_denoise_sr") and self.scale not in (2, 3, 4, 8):
             raise ValueError(f"task kind '{self.kind}' needs scale in 2, 3, 4, 8, got {self.scale}")
         for name in ("shot_noise_range", "read_noise_range"):
             lo, hi = getattr(self, name)
