@@ -26,7 +26,7 @@ def _import_builtin_methods() -> None:
     # Each built-in method registers itself on import (one file + this list, like timm's models).
     import importlib
 
-    for module in ("spn", "eco", "rcl"):
+    for module in ("spn", "eco", "rcl", "noise2noise", "noise2self"):
         importlib.import_module(f"resweep.methods.{module}")
 
 
