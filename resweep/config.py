@@ -132,6 +132,9 @@ class ModelConfig(StrictModel):
     init_from: Path | None = Field(
         None, description="initialise weights from a resweep checkpoint or a weights file"
     )
+    reinit_last_layer: bool = Field(
+        False, description="re-initialise model.last_layer after init_from (proxy evaluation)"
+    )
 
 
 class OptimConfig(StrictModel):
@@ -178,6 +181,9 @@ class TrainConfig(StrictModel):
     amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on CPU")
     channels_last: bool = Field(True, description="channels-last memory format on CUDA")
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
+    trainable: Literal["all", "last_layer"] = Field(
+        "all", description="last_layer: freeze every parameter but model.last_layer's (proxy evaluation)"
+    )
 
 
 class EvalConfig(StrictModel):
