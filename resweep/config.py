@@ -135,6 +135,9 @@ class ModelConfig(StrictModel):
     reinit_last_layer: bool = Field(
         False, description="re-initialise model.last_layer after init_from (proxy evaluation)"
     )
+    init_new_head: bool = Field(
+        False, description="init_from may lack a new task head (e.g. an SR upsampler): keep it freshly initialised"
+    )
 
 
 class OptimConfig(StrictModel):

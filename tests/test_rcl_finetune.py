@@ -70,3 +70,31 @@ def test_models_without_a_last_layer_are_refused():
     with pytest.raises(ConfigError, match="exposes no last_layer"):
         apply_finetune_setup(nn.Sequential(nn.Conv2d(3, 3, 3)), "last_layer")
     apply_finetune_setup(nn.Sequential(nn.Conv2d(3, 3, 3)), "all")  # the default needs nothing
+
+
+def test_sr_head_on_a_denoising_backbone(tmp_path):
+    # a scale-1 backbone fine-tuned for x2 SR: the upsampler is new, trainable with the last layer
+    path, pretrained = _pretrained_file(tmp_path)
+    data = _finetune_config(path, "last_layer", reinit=True).to_dict()
+    data["task"] = {"kind": "hetero_denoise_sr", "scale": 2}
+    with pytest.raises(ConfigError, match=r"missing from the file: upsample\..*init_new_head"):
+        Trainer(ExperimentConfig.from_dict(data), cache_dir=tmp_path, log=lambda _m: None)
+    data["model"]["init_new_head"] = True
+    trainer = Trainer(ExperimentConfig.from_dict(data), cache_dir=tmp_path, log=lambda _m: None)
+    trainable = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
+    new = {n for n, _ in trainer.model.named_parameters() if n not in pretrained}
+    assert new and all(n.startswith("upsample.") for n in new)
+    assert trainable == new | {"last_layer.weight", "last_layer.bias"}
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    for name, value in trainer.model.named_parameters():
+        if name in trainable:
+            assert not torch.equal(value, start[name]), f"{name} was not trained"
+        else:
+            assert torch.equal(value, pretrained[name]), f"{name} changed while frozen"
+    # a file with weights the model lacks, or other shapes, is still refused
+    bad = dict(pretrained, extra=torch.zeros(1))
+    torch.save(bad, tmp_path / "bad.pt")
+    data["model"]["init_from"] = str(tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="does not have: extra"):
+        Trainer(ExperimentConfig.from_dict(data), cache_dir=tmp_path, log=lambda _m: None)

@@ -7,6 +7,10 @@ loaded, before the optimiser is made (which takes only trainable parameters):
   of ``model.last_layer`` (the final convolution every resweep model exposes), so fine-tuning
   reads the pretrained representation and cannot change it. ``all`` (default) trains everything:
   the label-efficiency table does not say which the paper used, so it is a knob.
+- ``model.init_new_head: true`` lets ``init_from`` lack parameters the model has (a scale-1
+  denoising backbone fine-tuned for SR: the U-Net's upsampler is new). Those keep their fresh
+  initialisation and count as part of the head (trainable under ``last_layer``). Extra or
+  mis-shaped weights in the file are still errors.
 - ``model.reinit_last_layer: true`` replaces the pretrained last layer by a freshly initialised
   one (its own ``reset_parameters``, drawn from the run seed's RNG stream: each fine-tuning seed
   starts from a different head, as the paper's five trials do).
@@ -14,9 +18,10 @@ loaded, before the optimiser is made (which takes only trainable parameters):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Literal
 
+import torch
 from torch import nn
 
 from resweep.errors import ConfigError
@@ -35,13 +40,46 @@ def last_layer_of(model: nn.Module) -> nn.Module:
     return layer
 
 
+def load_initial_weights(
+    model: nn.Module, state: Mapping[str, torch.Tensor], *, allow_new_head: bool = False, source: str = ""
+) -> list[str]:
+    """Load ``state`` into ``model``; returns the parameter names it did not provide (the new
+    head), which must be empty unless ``allow_new_head``."""
+    own = model.state_dict()
+    unexpected = sorted(set(state) - set(own))
+    missing = sorted(set(own) - set(state))
+    mismatched = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    problems = []
+    if unexpected:
+        problems.append(f"weights the model does not have: {', '.join(unexpected[:5])}")
+    if mismatched:
+        shapes = ", ".join(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched[:5])
+        problems.append(f"shapes that differ (file vs model): {shapes}")
+    if missing and not allow_new_head:
+        problems.append(
+            f"weights missing from the file: {', '.join(missing[:5])} (set model.init_new_head: true "
+            "if they are a new task head, e.g. an upsampler for SR)"
+        )
+    if problems:
+        raise ConfigError(
+            f"model.init_from {source} does not fit model '{getattr(model, 'arch_name', '?')}': "
+            + "; ".join(problems),
+            field="model.init_from",
+        )
+    model.load_state_dict(dict(state), strict=False)
+    parameter_names = {n for n, _ in model.named_parameters()}
+    return [k for k in missing if k in parameter_names]
+
+
 def apply_finetune_setup(
     model: nn.Module,
     trainable: Trainable = "all",
     reinit_last_layer: bool = False,
     log: Callable[[str], None] = print,
+    new_parameters: Iterable[str] = (),
 ) -> None:
-    """Re-initialise and/or freeze in place (no-op with the defaults)."""
+    """Re-initialise and/or freeze in place (no-op with the defaults). ``new_parameters`` (from
+    :func:`load_initial_weights`) stay trainable with the last layer."""
     if trainable not in ("all", "last_layer"):
         raise ConfigError(f"train.trainable must be 'all' or 'last_layer', got {trainable!r}")
     if not reinit_last_layer and trainable == "all":
@@ -55,6 +93,10 @@ def apply_finetune_setup(
     if trainable == "last_layer":
         model.requires_grad_(False)
         head.requires_grad_(True)
-        count = sum(p.numel() for p in head.parameters())
+        new = set(new_parameters)
+        for name, parameter in model.named_parameters():
+            if name in new:
+                parameter.requires_grad_(True)
+        count = sum(p.numel() for p in model.parameters() if p.requires_grad)
         total = sum(p.numel() for p in model.parameters())
         log(f"fine-tuning the last layer only: {count} of {total} parameters trainable")

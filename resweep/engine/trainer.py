@@ -28,7 +28,7 @@ from resweep.degradations.tasks import build_task
 from resweep.engine.checkpoint import load_model_weights
 from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import Evaluator
-from resweep.engine.finetune import apply_finetune_setup
+from resweep.engine.finetune import apply_finetune_setup, load_initial_weights
 from resweep.engine.optim import build_optimizer, build_scheduler
 from resweep.engine.records import PER_IMAGE_KEY
 from resweep.engine.sampler import BatchKeySampler
@@ -109,9 +109,17 @@ class Trainer:
         torch.manual_seed(config.train.seed)
         self.task = build_task(config.task)
         model = create_model(config.model.name, scale=config.scale, **config.model.kwargs)
+        new_parameters: list[str] = []
         if config.model.init_from is not None:
-            model.load_state_dict(load_model_weights(config.model.init_from))
-        apply_finetune_setup(model, config.train.trainable, config.model.reinit_last_layer, self.log)
+            new_parameters = load_initial_weights(
+                model,
+                load_model_weights(config.model.init_from),
+                allow_new_head=config.model.init_new_head,
+                source=str(config.model.init_from),
+            )
+        apply_finetune_setup(
+            model, config.train.trainable, config.model.reinit_last_layer, self.log, new_parameters
+        )
         model.to(self.device)
         if self.use_cuda and config.train.channels_last:
             model.to(memory_format=torch.channels_last)
