@@ -166,3 +166,23 @@ def test_resnet_encoder_loads_a_torchvision_file_it_did_not_make(tmp_path, no_we
     # a file that stops before the requested stage is refused with what is missing
     with pytest.raises(ResweepError, match="lacks"):
         ResNetFeatures("resnet18", "layer2", weights=no_weights / "checkpoints" / path.name)
+
+
+def test_distance_gaps_separate_images_by_their_noise_level():
+    from resweep.losses.distribution_distances import DistributionDistance
+    from resweep.methods.rcl import distance_gaps
+
+    g = torch.Generator().manual_seed(0)
+    clean = torch.full((4, 3, 32, 32), 0.5)
+    sigmas = torch.tensor([0.01, 0.03, 0.06, 0.1]).view(-1, 1, 1, 1)
+    noisy = clean + sigmas * torch.randn(clean.shape, generator=g)
+
+    class Oracle(torch.nn.Module):  # residual = the true noise
+        def forward(self, x):
+            return clean
+
+    gaps = distance_gaps(Oracle(), noisy, DistributionDistance("emd"), 16, 8, torch.Generator().manual_seed(1))
+    assert gaps.shape == (12,) and (gaps > 0).all()
+    identity = distance_gaps(torch.nn.Identity(), noisy, DistributionDistance("emd"), 16, 8,
+                             torch.Generator().manual_seed(1))
+    assert torch.equal(identity, torch.zeros(12))  # no residual: nothing to tell apart

@@ -292,3 +292,23 @@ class RCL(Method):
             f"distance={c.distance}, alpha={c.alpha:g}, tau={c.temperature:g}, crop={c.crop_size}, "
             f"overlap={c.crop_overlap:g}, encoder={c.encoder}:{c.resolved_encoder_layer}"
         )
+
+
+@torch.no_grad()
+def distance_gaps(
+    model: nn.Module,
+    noisy: torch.Tensor,
+    distance: DistributionDistance,
+    crop_size: int,
+    shift: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The paper's Fig. 2 samples: ``d(anchor, negative) − d(anchor, positive)`` for every anchor
+    and each of its ``N`` negatives (``(N+1)·N`` values) on one batch of noisy images. Positive
+    values mean the residuals tell images apart; compare a random and a pretrained ``model``."""
+    residual = noisy - model(noisy)
+    anchors, seconds = two_overlapping_crops(residual, crop_size, shift, generator)
+    d = distance(anchors, seconds)
+    n = d.shape[0]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=d.device)
+    return (d - d.diagonal().unsqueeze(1))[off_diagonal]
