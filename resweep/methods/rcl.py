@@ -25,6 +25,8 @@ Choices the paper leaves open (documented knobs):
   with the feature-map size); the encoder reads ``layer2`` of ResNet-50 by default (the paper
   names no layer). The target branch ``φ(g(x))`` carries no gradient.
 - Distances: see :mod:`resweep.losses.distribution_distances`.
+- With DDP each worker contrasts the images of its own share of the batch (``N + 1`` =
+  per-worker batch): negatives are not gathered across workers.
 """
 
 from __future__ import annotations
