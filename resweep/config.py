@@ -145,6 +145,12 @@ class ModelConfig(StrictModel):
         description="initialise weights from a resweep checkpoint or a weights file, or from a "
         "stage's artifact: a stage definition mapping with a 'kind' (see resweep.stages)",
     )
+    reinit_last_layer: bool = Field(
+        False, description="re-initialise model.last_layer after init_from (proxy evaluation)"
+    )
+    init_new_head: bool = Field(
+        False, description="init_from may lack a new task head (e.g. an SR upsampler): keep it freshly initialised"
+    )
 
     @field_validator("init_from")
     @classmethod
@@ -241,6 +247,9 @@ class TrainConfig(StrictModel):
         gt=0,
         description="skip the optimiser step when the step's loss exceeds this factor times "
         "the mean loss of the previous logging window (EDSR-code 'skip_threshold'; off: null)",
+    )
+    trainable: Literal["all", "last_layer"] = Field(
+        "all", description="last_layer: freeze every parameter but model.last_layer's (proxy evaluation)"
     )
 
 

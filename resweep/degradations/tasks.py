@@ -29,6 +29,7 @@ __all__ = [
     "Denoise",
     "DenoiseSR",
     "HeteroscedasticDenoise",
+    "HeteroscedasticDenoiseSR",
     "RealWorldSR",
     "Task",
     "build_task",
@@ -212,6 +213,18 @@ class HeteroscedasticDenoise(Task):
         std = (shot * batched.clamp_min(0.0) + read).sqrt()
         noisy = batched + std * _standard_normal(batched, generator)
         return noisy if hr.dim() == 4 else noisy.squeeze(0)
+
+
+@register_task
+class HeteroscedasticDenoiseSR(HeteroscedasticDenoise):
+    """RCL's JDenSR (joint denoising + SR, Tab. 2): MATLAB bicubic x``scale`` downsampling, then
+    the heteroscedastic noise of ``hetero_denoise`` on the LR image (variance follows the LR)."""
+
+    kind = "hetero_denoise_sr"
+    allowed_scales = (2, 3, 4, 8)
+
+    def _degrade(self, hr: Tensor, generator: torch.Generator) -> Tensor:
+        return super()._degrade(bicubic_downsample(hr, self.scale), generator)
 
 
 def build_task(cfg: TaskConfig) -> Task:

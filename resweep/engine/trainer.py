@@ -28,6 +28,7 @@ from resweep.degradations.tasks import build_task
 from resweep.engine.checkpoint import load_model_weights
 from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import EvalResult, Evaluator
+from resweep.engine.finetune import apply_finetune_setup, load_initial_weights
 from resweep.engine.optim import build_optimizer, build_scheduler
 from resweep.engine.records import PER_IMAGE_KEY
 from resweep.engine.sampler import BatchKeySampler
@@ -127,12 +128,22 @@ class Trainer:
         else:
             self.artifact_records = []
         self.artifacts = dict(artifacts)
-        if isinstance(config.model.init_from, dict):
+        new_parameters: list[str] = []
+        init_path = config.model.init_from
+        if isinstance(init_path, dict):
             from resweep.stages.train import WEIGHTS_FILE
 
-            model.load_state_dict(load_model_weights(self.artifacts["model.init_from"] / WEIGHTS_FILE))
-        elif config.model.init_from is not None:
-            model.load_state_dict(load_model_weights(config.model.init_from))
+            init_path = self.artifacts["model.init_from"] / WEIGHTS_FILE
+        if init_path is not None:
+            new_parameters = load_initial_weights(
+                model,
+                load_model_weights(init_path),
+                allow_new_head=config.model.init_new_head,
+                source=str(init_path),
+            )
+        apply_finetune_setup(
+            model, config.train.trainable, config.model.reinit_last_layer, self.log, new_parameters
+        )
         model.to(self.device)
         if self.use_cuda and config.train.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -26,6 +26,9 @@ BUILTIN_METHODS: dict[str, tuple[str, str]] = {
     "eco": ("resweep.methods.eco_config:ECOConfig", "resweep.methods.eco:ECO"),
     "mae_loss": ("resweep.methods.mae_loss:MaeLossConfig", "resweep.methods.mae_loss:MaeLoss"),
     "perceptual": ("resweep.methods.perceptual:PerceptualConfig", "resweep.methods.perceptual:Perceptual"),
+    "rcl": ("resweep.methods.rcl:RCLConfig", "resweep.methods.rcl:RCL"),
+    "noise2noise": ("resweep.methods.noise2noise:Noise2NoiseConfig", "resweep.methods.noise2noise:Noise2Noise"),
+    "noise2self": ("resweep.methods.noise2self:Noise2SelfConfig", "resweep.methods.noise2self:Noise2Self"),
 }
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -1,0 +1,316 @@
+"""RCL: residual contrastive learning from noisy images only (Li et al.), METHODS.md section 4.
+
+Pretrains a denoising backbone ``f`` (U-Net by default) without clean images. For a batch of
+``N + 1`` noisy patches ``x``, the residual ``n̂(x) = x − f(x)`` is cut into two overlapping crops
+per image; the anchor crop of image ``j`` should be closer, in the distance ``d`` between value
+distributions, to the other crop of image ``j`` than to the second crops of the other ``N``
+images (a cross-entropy over the ``(N+1)x(N+1)`` distance matrix, Eq. 3). A consistency term
+``‖φ(g(x)) − φ(g(f(x)))‖²`` through a frozen ImageNet encoder keeps ``f(x)`` close to ``x`` in
+content (Eq. 5):
+
+    L = α · L_contrast + L_consistency        (α = 1e-3)
+
+Choices the paper leaves open (documented knobs):
+
+- Crops are taken from the residual of the whole training patch (one forward pass per patch);
+  for a convolutional ``f`` this equals the residual of the crop itself away from the crop's
+  border. Both crops have side ``crop_size``; the second is shifted diagonally by
+  ``round(crop_size · (1 − crop_overlap))`` pixels, so ``crop_overlap`` is the fraction of the
+  side shared along each axis (area overlap ``crop_overlap²``). Positions are random per image,
+  from a generator seeded by (run seed, iteration, rank): reproducible and resumable.
+- τ defaults to 0.1 (SimCLR's ImageNet value, which the paper says it follows). Distances of
+  value distributions are small numbers (EMD of residuals ~ 0.01), so τ matters: sweep it.
+- ``L_contrast`` is summed over the ``N + 1`` anchors (Algorithm 1); ``reduction: mean`` averages.
+- ``L_consistency`` is the *mean* squared difference of the encoder features (a sum would scale
+  with the feature-map size); the encoder reads ``layer2`` of ResNet-50 by default (the paper
+  names no layer). The target branch ``φ(g(x))`` carries no gradient.
+- Distances: see :mod:`resweep.losses.distribution_distances`.
+- With DDP each worker contrasts the images of its own share of the batch (``N + 1`` =
+  per-worker batch): negatives are not gathered across workers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from resweep.errors import ConfigError
+from resweep.losses.distribution_distances import (
+    DistanceName,
+    DistributionDistance,
+    contrastive_cross_entropy,
+)
+from resweep.methods import Method, MethodConfig, MethodContext, register_method
+from resweep.methods.noisy_only import WithoutCleanTarget
+from resweep.methods.spn import derive_seed
+
+EncoderName = Literal["resnet50", "resnet18", "vgg16", "vgg19"]
+_DEFAULT_ENCODER_LAYER = {"resnet50": "layer2", "resnet18": "layer2", "vgg16": "relu3_3", "vgg19": "relu3_4"}
+
+
+class RCLConfig(MethodConfig):
+    """Knobs of residual contrastive pretraining (``methods.rcl.*``)."""
+
+    alpha: float = Field(1e-3, ge=0, description="α, weight of the contrastive term (paper: 1e-3)")
+    consistency_weight: float = Field(
+        1.0, ge=0, description="weight of the consistency term (paper: 1; 0 = contrastive only)"
+    )
+    temperature: float = Field(0.1, gt=0, description="τ of the contrastive cross-entropy")
+    distance: DistanceName = Field("emd", description="emd | bhattacharyya | mmd (paper default: emd)")
+    reduction: Literal["sum", "mean"] = Field("sum", description="over the N+1 anchors (paper: sum)")
+    crop_size: int = Field(32, ge=4, description="side of each residual crop (paper: >= 128)")
+    crop_overlap: float = Field(
+        0.5, gt=0, le=1, description="fraction of the crop side shared by the two crops, per axis"
+    )
+    bins: int = Field(64, ge=2, description="Bhattacharyya: soft-histogram bins")
+    histogram_range: float | None = Field(
+        None, gt=0, description="Bhattacharyya: bins cover [-r, r]; default the batch's max |residual|"
+    )
+    bandwidth: float | None = Field(
+        None, gt=0, description="Bhattacharyya: Gaussian width of a value's vote; default one bin"
+    )
+    mmd_bandwidths: list[float] = Field(
+        default_factory=lambda: [0.01, 0.03, 0.1], min_length=1, description="MMD: RBF σ values"
+    )
+    mmd_samples: int | None = Field(
+        256, ge=2, description="MMD: fixed random subsample of value positions (None = all values)"
+    )
+    encoder: EncoderName = Field("resnet50", description="frozen ImageNet encoder g_e (paper: resnet50)")
+    encoder_layer: str | None = Field(
+        None, description="feature layer φ reads (default: layer2 for ResNets, relu3_3/relu3_4 for VGG)"
+    )
+    encoder_weights: Path | None = Field(
+        None, description="weights file of the encoder (default: env variable, then torch hub cache)"
+    )
+    allow_random_features: bool = Field(
+        False, description="use an untrained encoder when no weights file exists (not the paper)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> RCLConfig:
+        if any(b <= 0 for b in self.mmd_bandwidths):
+            raise ValueError(f"mmd_bandwidths must all be > 0, got {self.mmd_bandwidths}")
+        layer = self.resolved_encoder_layer
+        if self.encoder.startswith("resnet"):
+            if layer not in ("layer1", "layer2", "layer3", "layer4"):
+                raise ValueError(f"encoder_layer '{layer}' is not a ResNet stage (layer1..layer4)")
+        else:
+            from resweep.losses.feature_nets import vgg_layer_names
+
+            if layer not in vgg_layer_names(self.encoder):
+                raise ValueError(f"encoder_layer '{layer}' is not a {self.encoder} layer")
+        return self
+
+    @property
+    def resolved_encoder_layer(self) -> str:
+        return self.encoder_layer or _DEFAULT_ENCODER_LAYER[self.encoder]
+
+    @property
+    def crop_shift(self) -> int:
+        """Pixels between the two crops' corners along each axis."""
+        return round(self.crop_size * (1.0 - self.crop_overlap))
+
+    def distance_function(self, seed: int) -> DistributionDistance:
+        return DistributionDistance(
+            name=self.distance,
+            bins=self.bins,
+            value_range=self.histogram_range,
+            bandwidth=self.bandwidth,
+            mmd_bandwidths=tuple(self.mmd_bandwidths),
+            mmd_samples=self.mmd_samples,
+            seed=seed,
+        )
+
+
+class FrozenEncoder(nn.Module):
+    """``g_e`` then ``φ``: one feature map from a frozen ResNet or VGG."""
+
+    def __init__(self, cfg: RCLConfig, seed: int) -> None:
+        super().__init__()
+        layer = cfg.resolved_encoder_layer
+        self.layer = layer
+        if cfg.encoder.startswith("resnet"):
+            from resweep.losses.resnet_features import ResNetFeatures
+
+            self.net: nn.Module = ResNetFeatures(
+                arch=cfg.encoder,  # type: ignore[arg-type]
+                stage=layer,  # type: ignore[arg-type]
+                weights=cfg.encoder_weights,
+                allow_random=cfg.allow_random_features,
+                seed=seed,
+            )
+        else:
+            from resweep.losses.feature_nets import VGGFeatures
+
+            self.net = VGGFeatures(
+                arch=cfg.encoder,  # type: ignore[arg-type]
+                layers=[layer],
+                weights=cfg.encoder_weights,
+                allow_random=cfg.allow_random_features,
+                seed=seed,
+            )
+
+    def note(self) -> str | None:
+        return self.net.note()  # type: ignore[operator]
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return out[self.layer] if isinstance(out, dict) else out
+
+
+def two_overlapping_crops(
+    tensor: torch.Tensor, crop_size: int, shift: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image of ``(B, C, H, W)``: a crop at a random corner and one shifted by ``shift``
+    pixels along both axes (``(B, C, crop, crop)`` each); positions from ``generator``."""
+    b, _, h, w = tensor.shape
+    span = crop_size + shift
+    if h < span or w < span:
+        raise ValueError(f"patch {h}x{w} is smaller than two crops of {crop_size} shifted by {shift}")
+    tops = torch.randint(0, h - span + 1, (b,), generator=generator).tolist()
+    lefts = torch.randint(0, w - span + 1, (b,), generator=generator).tolist()
+    first = [tensor[i, :, t : t + crop_size, s : s + crop_size] for i, (t, s) in enumerate(zip(tops, lefts, strict=True))]
+    second = [
+        tensor[i, :, t + shift : t + shift + crop_size, s + shift : s + shift + crop_size]
+        for i, (t, s) in enumerate(zip(tops, lefts, strict=True))
+    ]
+    return torch.stack(first), torch.stack(second)
+
+
+@register_method
+class RCL(Method):
+    """Residual contrastive loss + consistency loss; replaces the supervised pixel loss."""
+
+    name: ClassVar[str] = "rcl"
+    config_class: ClassVar[type[MethodConfig]] = RCLConfig
+    replaces_pixel_loss: ClassVar[bool] = True
+
+    def __init__(self, config: MethodConfig, context: MethodContext):
+        super().__init__(config, context)
+        assert isinstance(config, RCLConfig)
+        self.cfg = config
+        exp = context.config
+        if exp.scale != 1:
+            raise ConfigError(
+                f"RCL pretrains a denoising backbone (residual x − f(x) needs the output at input "
+                f"size): task.scale must be 1, got {exp.scale} (task '{exp.task.kind}')",
+                field="task.scale",
+            )
+        needed = config.crop_size + config.crop_shift
+        if exp.data.patch_size < needed:
+            raise ConfigError(
+                f"two crops of {config.crop_size} px overlapping by {config.crop_overlap:g} span "
+                f"{needed} px, more than data.patch_size={exp.data.patch_size}: raise the patch "
+                "size or lower methods.rcl.crop_size / raise methods.rcl.crop_overlap",
+                field="methods.rcl.crop_size",
+            )
+        if exp.data.batch_size // context.world.world_size < 2:
+            raise ConfigError(
+                "RCL needs at least 2 images per worker (one positive and >= 1 negative)",
+                field="data.batch_size",
+            )
+        self._seed = exp.train.seed
+        self._rank = context.world.rank
+        self.distance = config.distance_function(derive_seed(self._seed, "rcl-mmd-positions"))
+        self._notes: list[str] = []
+        self.encoder: FrozenEncoder | None = None
+        if config.consistency_weight > 0:
+            self.encoder = FrozenEncoder(config, derive_seed(self._seed, "rcl-encoder"))
+            if (note := self.encoder.note()) is not None:
+                self._notes.append(f"rcl: {note}")
+                context.log(self._notes[-1])
+        else:
+            self._notes.append("rcl: consistency_weight 0, contrastive term only (not the paper)")
+        if config.crop_size < 128:
+            self._notes.append(f"rcl: crops of {config.crop_size} px (paper: at least 128)")
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    def wrap_train_dataset(self, dataset: Any) -> Any:
+        # No clean images: the training samples lose their ground truth before the engine sees them.
+        return WithoutCleanTarget(dataset)
+
+    def train(self, mode: bool = True) -> RCL:
+        super().train(mode)
+        if self.encoder is not None:
+            self.encoder.eval()
+        return self
+
+    def distance_matrix(self, residual: torch.Tensor, iteration: int) -> torch.Tensor:
+        """``D[j, i] = d(anchor crop of image j, second crop of image i)`` for one batch."""
+        generator = torch.Generator().manual_seed(derive_seed(self._seed, "rcl-crops", iteration, self._rank))
+        anchors, seconds = two_overlapping_crops(residual, self.cfg.crop_size, self.cfg.crop_shift, generator)
+        return self.distance(anchors, seconds)
+
+    def loss_terms(
+        self, prediction: torch.Tensor, batch: dict[str, torch.Tensor], iteration: int
+    ) -> dict[str, torch.Tensor]:
+        noisy = batch["lq"].float()
+        prediction = prediction.float()
+        residual = noisy - prediction
+        matrix = self.distance_matrix(residual, iteration)
+        contrast = contrastive_cross_entropy(matrix, self.cfg.temperature, self.cfg.reduction)
+        terms = {"rcl_contrast": self.cfg.alpha * contrast}
+        if self.encoder is not None:
+            with torch.no_grad():
+                target = self.encoder(noisy)
+            consistency = F.mse_loss(self.encoder(prediction).float(), target.float())
+            terms["rcl_consistency"] = self.cfg.consistency_weight * consistency
+        with torch.no_grad():
+            d = matrix.detach()
+            n = d.shape[0]
+            positive = d.diagonal().mean()
+            negative = (d.sum() - d.diagonal().sum()) / (n * (n - 1))
+            accuracy = (d.argmin(dim=1) == torch.arange(n, device=d.device)).float().mean()
+        for key, value in (("positive_distance", positive), ("negative_distance", negative),
+                           ("anchor_accuracy", accuracy), ("contrast", contrast.detach())):
+            self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        self._count += 1
+        return terms
+
+    def metrics(self, iteration: int) -> dict[str, float]:
+        """Means since the last report: distances to positives / negatives, how often the
+        positive is the nearest crop, and the unweighted contrastive loss."""
+        if not self._count:
+            return {}
+        out = {k: v / self._count for k, v in self._sums.items()}
+        self._sums, self._count = {}, 0
+        return out
+
+    def notes(self) -> list[str]:
+        return list(self._notes)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return (
+            f"distance={c.distance}, alpha={c.alpha:g}, tau={c.temperature:g}, crop={c.crop_size}, "
+            f"overlap={c.crop_overlap:g}, encoder={c.encoder}:{c.resolved_encoder_layer}"
+        )
+
+
+@torch.no_grad()
+def distance_gaps(
+    model: nn.Module,
+    noisy: torch.Tensor,
+    distance: DistributionDistance,
+    crop_size: int,
+    shift: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """The paper's Fig. 2 samples: ``d(anchor, negative) − d(anchor, positive)`` for every anchor
+    and each of its ``N`` negatives (``(N+1)·N`` values) on one batch of noisy images. Positive
+    values mean the residuals tell images apart; compare a random and a pretrained ``model``."""
+    residual = noisy - model(noisy)
+    anchors, seconds = two_overlapping_crops(residual, crop_size, shift, generator)
+    d = distance(anchors, seconds)
+    n = d.shape[0]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=d.device)
+    return (d - d.diagonal().unsqueeze(1))[off_diagonal]
