@@ -204,3 +204,7 @@ class HeteroscedasticDenoise(Task):
 def build_task(cfg: TaskConfig) -> Task:
     """The :class:`Task` of ``cfg.kind`` (unknown kinds raise ``RegistryError``)."""
     return TASKS.get(cfg.kind)(cfg)
+
+
+# Tasks in modules of their own register on import; imported last because they subclass Task.
+from resweep.degradations import video_denoise as _video_denoise  # noqa: E402, F401

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from resweep.engine.evaluate_clips import ClipSetEvaluator
 from resweep.metrics import image_metrics
 
 METRIC_NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
@@ -34,7 +35,14 @@ class Evaluator:
         self.crop_border = crop_border
         self.device = device
         self._baseline: dict[tuple[str, str], dict[str, float]] = {}
+        # video sets (ClipEvalSet) are evaluated clip by clip in their own module
+        self._clip_sets = {
+            s.name: ClipSetEvaluator(s, task, crop_border, device)
+            for s in eval_sets if getattr(s, "is_clip_set", False)
+        }
         for eval_set in eval_sets:
+            if eval_set.name in self._clip_sets:
+                continue
             for image_name, lq, gt in eval_set.items:
                 baseline = task.baseline(lq.unsqueeze(0)).squeeze(0)
                 self._baseline[(eval_set.name, image_name)] = image_metrics(
@@ -44,6 +52,9 @@ class Evaluator:
     def save_references(self, image_root: Path) -> None:
         """Ground truth and baseline once per study/run (``images/_gt``, ``images/_baseline``)."""
         for eval_set in self.eval_sets:
+            if eval_set.name in self._clip_sets:
+                self._clip_sets[eval_set.name].save_references(image_root)
+                continue
             for image_name, lq, gt in eval_set.items:
                 stem = Path(image_name).stem
                 gt_path = image_root / "_gt" / eval_set.name / f"{stem}.png"
@@ -62,6 +73,11 @@ class Evaluator:
         model.eval()
         try:
             for eval_set in self.eval_sets:
+                if eval_set.name in self._clip_sets:
+                    clips = self._clip_sets[eval_set.name].evaluate(model, iteration, autocast, save_dir)
+                    result.means.update(clips.means)
+                    result.per_image.extend(clips.per_image)
+                    continue
                 sums = dict.fromkeys(METRIC_NAMES, 0.0)
                 base_sums = dict.fromkeys(METRIC_NAMES, 0.0)
                 for image_name, lq, gt in eval_set.items:
