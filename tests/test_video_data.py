@@ -255,3 +255,16 @@ def test_video_config_round_trips_and_rejects_mismatches(tmp_path):
     target = ExperimentConfig.from_dict(video_config(**{"task.video": {"target": "all"}}))
     with pytest.raises(ConfigError, match="restores target 'centre'"):
         build_train_dataset(target, build_task(target.task))
+
+
+def test_cached_frames_give_the_same_windows(tmp_path):
+    write_clip(tmp_path / "set" / "a", 8)
+    plain = VideoSource("set", discover_clips(tmp_path / "set"))
+    cached = VideoSource("set", discover_clips(tmp_path / "set"))
+    cached.set_cache()
+    task = video_task(10.0)
+    a = VideoWindowDataset(plain, task, patch_size=16, augment=True)
+    b = VideoWindowDataset(cached, task, patch_size=16, augment=True)
+    for key in [(w, 7 * w + 1) for w in range(len(a))] * 2:  # second pass reads the cache
+        assert torch.equal(a[key]["lq"], b[key]["lq"]) and torch.equal(a[key]["gt"], b[key]["gt"])
+    assert len(cached.clips[0]._cache) == 8

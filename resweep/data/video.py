@@ -108,8 +108,7 @@ class VideoWindowDataset(Dataset):
         clip = self.source.clips[c]
         p = self.patch_size
         top, left = random_crop_params(clip.frame_hw, p, generator)
-        frames = clip.load_frames(list(range(start, start + self.num_frames)))
-        window = frames[:, :, top : top + p, left : left + p]
+        window = clip.load_crop(list(range(start, start + self.num_frames)), top, left, p, p)
         if self.augment:
             window = augment_aligned({"window": window}, generator)["window"]
         noisy, sigma = self.task.degrade_clip(window, generator)

@@ -47,6 +47,10 @@ class Clip:
     def load_frames(self, indices: list[int]) -> torch.Tensor:
         raise NotImplementedError
 
+    def load_crop(self, indices: list[int], top: int, left: int, height: int, width: int) -> torch.Tensor:
+        """``load_frames(indices)[:, :, top:top+height, left:left+width]``."""
+        return self.load_frames(indices)[:, :, top : top + height, left : left + width]
+
 
 class ClipFolder(Clip):
     """The frames of one folder, numbered without gaps (any start, any zero padding)."""
@@ -71,8 +75,12 @@ class ClipFolder(Clip):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": {}}  # workers decode their own frames
 
-    def _frame_uint8(self, i: int) -> np.ndarray | None:
-        return self._cache.get(i)
+    def load_crop(self, indices: list[int], top: int, left: int, height: int, width: int) -> torch.Tensor:
+        if all(i in self._cache for i in indices):
+            # crop the cached uint8 frames first: only the crop is converted to float
+            crops = [self._cache[i][:, top : top + height, left : left + width] for i in indices]
+            return torch.from_numpy(np.stack(crops)).to(torch.float32).div_(255.0)
+        return super().load_crop(indices, top, left, height, width)
 
     def load_frames(self, indices: list[int]) -> torch.Tensor:
         frames = []

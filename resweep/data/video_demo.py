@@ -75,6 +75,9 @@ class DemoClip(Clip):
     def load_frames(self, indices: list[int]) -> torch.Tensor:
         return self.frames[indices].clone()
 
+    def load_crop(self, indices: list[int], top: int, left: int, height: int, width: int) -> torch.Tensor:
+        return self.frames[indices, :, top : top + height, left : left + width].clone()
+
 
 def demo_video_source(
     split: Literal["train", "eval", "all"] = "all",

@@ -124,7 +124,7 @@ class _Clips:
         h, w = clip.frame_hw
         top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-        out = clip.load_frames(list(range(start, start + frames)))[:, :, top : top + side, left : left + side]
+        out = clip.load_crop(list(range(start, start + frames)), top, left, side, side)
         if augment and torch.rand((), generator=generator) < 0.5:
             out = out.flip(-1)
         return out
