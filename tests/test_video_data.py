@@ -268,3 +268,14 @@ def test_cached_frames_give_the_same_windows(tmp_path):
     for key in [(w, 7 * w + 1) for w in range(len(a))] * 2:  # second pass reads the cache
         assert torch.equal(a[key]["lq"], b[key]["lq"]) and torch.equal(a[key]["gt"], b[key]["gt"])
     assert len(cached.clips[0]._cache) == 8
+
+
+def test_the_shared_clips_open_as_a_video_set():
+    from conftest import shared_dataset
+
+    clips = discover_clips(shared_dataset("video"))
+    assert [(c.name, len(c), c.frame_hw) for c in clips] == [
+        ("bikes", 64, (272, 640)), ("carphone", 120, (144, 176))
+    ]
+    window = clips[1].load_crop([10, 11, 12], 5, 7, 32, 32)
+    assert window.shape == (3, 3, 32, 32) and not torch.equal(window[0], window[2])
