@@ -44,6 +44,28 @@ class StrictModel(BaseModel):
 
 
 # --------------------------------------------------------------------------- task
+class VideoTaskConfig(StrictModel):
+    """Video tasks only (``video_denoise``): the temporal window the network sees."""
+
+    num_frames: int = Field(5, ge=1, description="T: noisy frames per network input (odd)")
+    target: Literal["centre", "all"] = Field(
+        "centre", description="restore the window's centre frame, or all of its frames"
+    )
+    noise_sigma_range: tuple[float, float] | None = Field(
+        None, description="draw sigma (8-bit scale) uniformly per clip from this range instead of noise_sigma"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> VideoTaskConfig:
+        if self.num_frames % 2 == 0:
+            raise ValueError(f"num_frames must be odd (a centre frame), got {self.num_frames}")
+        if self.noise_sigma_range is not None:
+            lo, hi = self.noise_sigma_range
+            if not 0 <= lo <= hi:
+                raise ValueError(f"noise_sigma_range must satisfy 0 <= low <= high, got {(lo, hi)}")
+        return self
+
+
 class TaskConfig(StrictModel):
     """The degradation that turns a clean image into the network input."""
 
@@ -57,6 +79,7 @@ class TaskConfig(StrictModel):
     )
     read_noise_range: tuple[float, float] = Field((0.0, 0.003))
     quantize_input: bool = Field(True, description="round the degraded input to 8 bits, as saved LR files are")
+    video: VideoTaskConfig = Field(default_factory=VideoTaskConfig)
 
     @field_validator("kind")
     @classmethod
@@ -84,8 +107,11 @@ class TaskConfig(StrictModel):
 class DatasetSpec(StrictModel):
     """One image source: a folder of clean images, paired LQ/GT folders, the demo set or a patch store."""
 
-    kind: Literal["folder", "paired", "demo", "patch_store"] = "demo"
-    path: Path | None = Field(None, description="folder of clean images, or the patch store file")
+    kind: Literal["folder", "paired", "demo", "patch_store", "video_folder", "video_demo"] = "demo"
+    path: Path | None = Field(
+        None, description="folder of clean images, the patch store file, or (video_folder) a "
+        "folder of clip folders of frames 0000.png, 0001.png... or one such clip folder"
+    )
     lq_path: Path | None = None
     gt_path: Path | None = None
     name: str | None = Field(None, description="name in metrics and tables (default: folder name)")
@@ -96,6 +122,9 @@ class DatasetSpec(StrictModel):
     niqe: bool = Field(
         False, description="evaluation sets only: also compute NIQE per image (slow; lower is better)"
     )
+    max_frames: int | None = Field(
+        None, ge=1, description="video evaluation only: use only the first N frames of each clip"
+    )
 
     @field_validator("path", "lq_path", "gt_path", mode="before")
     @classmethod
@@ -104,7 +133,7 @@ class DatasetSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check_paths(self) -> DatasetSpec:
-        if self.kind in ("folder", "patch_store") and self.path is None:
+        if self.kind in ("folder", "patch_store", "video_folder") and self.path is None:
             raise ValueError(f"dataset kind '{self.kind}' needs 'path'")
         if self.kind == "paired" and (self.lq_path is None or self.gt_path is None):
             raise ValueError("dataset kind 'paired' needs both 'lq_path' and 'gt_path'")
@@ -114,8 +143,9 @@ class DatasetSpec(StrictModel):
     def display_name(self) -> str:
         if self.name:
             return self.name
-        if self.kind == "demo":
-            return "demo" if self.split == "all" else f"demo-{self.split}"
+        if self.kind in ("demo", "video_demo"):
+            stem = "demo" if self.kind == "demo" else "video-demo"
+            return stem if self.split == "all" else f"{stem}-{self.split}"
         path = self.gt_path if self.kind == "paired" else self.path
         assert path is not None
         return Path(path).stem if self.kind == "patch_store" else Path(path).name

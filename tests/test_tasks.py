@@ -32,7 +32,9 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def test_registry_has_every_config_kind() -> None:
-    assert set(TASKS.names()) == {"sr", "denoise", "hetero_denoise", "denoise_sr", "realworld_sr", "hetero_denoise_sr"}
+    assert set(TASKS.names()) == {
+        "sr", "denoise", "hetero_denoise", "denoise_sr", "realworld_sr", "hetero_denoise_sr", "video_denoise"
+    }
     with pytest.raises(RegistryError, match="Did you mean"):
         TASKS.get("sr_x")
 

@@ -210,7 +210,11 @@ class TrainPatchDataset(Dataset):
 
 
 def build_train_dataset(cfg: ExperimentConfig, task: Task) -> TrainPatchDataset:
-    """The training patches of ``cfg.data`` for ``task``."""
+    """The training patches of ``cfg.data`` for ``task`` (video sets: temporal windows)."""
+    if cfg.data.train.kind.startswith("video_") or task.kind == "video_denoise":
+        from resweep.data.video import build_video_train_dataset  # video.py imports this module
+
+        return build_video_train_dataset(cfg, task)  # type: ignore[return-value]
     source = build_source(cfg.data.train, scale=task.scale)
     return TrainPatchDataset(source, task, cfg.data.patch_size, cfg.data.augment)
 
@@ -252,7 +256,11 @@ def build_eval_set(
     """Load ``spec`` once and degrade it with per-image generators seeded from
     ``(seed, image index)``; GT mod-cropped to the scale and, with ``max_side``, centre-cropped
     to at most ``max_side`` (rounded down to a multiple of the scale). Paired sources use the
-    stored LQ images."""
+    stored LQ images. Video sets give a :class:`~resweep.data.video.ClipEvalSet`."""
+    if spec.kind.startswith("video_") or task.kind == "video_denoise":
+        from resweep.data.video import build_clip_eval_set  # video.py imports this module
+
+        return build_clip_eval_set(spec, task, seed=seed, max_side=max_side)  # type: ignore[return-value]
     source = build_source(spec, scale=task.scale)
     s = task.scale
     side = None

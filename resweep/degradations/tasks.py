@@ -116,7 +116,9 @@ def register_task(cls: type[Task]) -> type[Task]:
 
 
 #: tasks defined in other modules: kind -> "module:Class", imported when a config names them
-_LAZY_TASKS: dict[str, str] = {}
+_LAZY_TASKS: dict[str, str] = {
+    "video_denoise": "resweep.degradations.video_denoise:VideoDenoise",
+}
 for _kind, _target in _LAZY_TASKS.items():
     TASKS.register_lazy(_kind, _target)
 
@@ -230,3 +232,4 @@ class HeteroscedasticDenoiseSR(HeteroscedasticDenoise):
 def build_task(cfg: TaskConfig) -> Task:
     """The :class:`Task` of ``cfg.kind`` (unknown kinds raise ``RegistryError``)."""
     return TASKS.get(cfg.kind)(cfg)
+

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from resweep.engine.evaluate_clips import ClipSetEvaluator
 from resweep.metrics import image_metrics
 from resweep.metrics.niqe import niqe
 
@@ -62,7 +63,14 @@ class Evaluator:
         # one flag per set (eval.sets[i].niqe): NIQE costs far more than PSNR, so it is opt-in
         self.niqe_sets = list(niqe_sets) if niqe_sets is not None else [False] * len(eval_sets)
         self._baseline: dict[tuple[str, str], dict[str, float]] = {}
+        # video sets (ClipEvalSet) are evaluated clip by clip in their own module
+        self._clip_sets = {
+            s.name: ClipSetEvaluator(s, task, crop_border, device)
+            for s in eval_sets if getattr(s, "is_clip_set", False)
+        }
         for eval_set, with_niqe in zip(eval_sets, self.niqe_sets, strict=True):
+            if eval_set.name in self._clip_sets:
+                continue
             for image_name, lq, gt in eval_set.items:
                 baseline = task.baseline(lq.unsqueeze(0)).squeeze(0).clamp(0, 1)
                 scores = image_metrics(baseline, gt, crop_border=crop_border)
@@ -83,6 +91,9 @@ class Evaluator:
     def save_references(self, image_root: Path) -> None:
         """Ground truth and baseline once per study/run (``images/_gt``, ``images/_baseline``)."""
         for eval_set in self.eval_sets:
+            if eval_set.name in self._clip_sets:
+                self._clip_sets[eval_set.name].save_references(image_root)
+                continue
             for image_name, lq, gt in eval_set.items:
                 stem = Path(image_name).stem
                 gt_path = image_root / "_gt" / eval_set.name / f"{stem}.png"
@@ -101,6 +112,11 @@ class Evaluator:
         model.eval()
         try:
             for eval_set, with_niqe in zip(self.eval_sets, self.niqe_sets, strict=True):
+                if eval_set.name in self._clip_sets:
+                    clips = self._clip_sets[eval_set.name].evaluate(model, iteration, autocast, save_dir)
+                    result.means.update(clips.means)
+                    result.per_image.extend(clips.per_image)
+                    continue
                 names = (*METRIC_NAMES, NIQE_METRIC) if with_niqe else METRIC_NAMES
                 sums = dict.fromkeys(names, 0.0)
                 base_sums = dict.fromkeys(names, 0.0)

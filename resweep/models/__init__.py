@@ -27,7 +27,7 @@ __all__ = [
 ]
 
 # Imported on first use so `import resweep.models` stays cheap (swinir pulls in timm).
-_ARCH_MODULES = ("edsr", "rcan", "swinir", "dncnn", "unet", "residual_sr")
+_ARCH_MODULES = ("edsr", "rcan", "swinir", "dncnn", "unet", "residual_sr", "fastdvdnet")
 
 
 def _register_builtin_models() -> None:

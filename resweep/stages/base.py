@@ -24,6 +24,7 @@ BUILTIN_STAGES: dict[str, str] = {
     "train": "resweep.stages.train:produce_train",
     "eco_centroids": "resweep.stages.eco_centroids:produce_eco_centroids",
     "mae_pretrain": "resweep.stages.mae_pretrain:produce_mae_pretrain",
+    "mae_video_pretrain": "resweep.stages.mae_video_pretrain:produce_mae_video_pretrain",
 }
 
 

@@ -38,7 +38,12 @@ def dataset_identity(spec: DatasetSpec) -> dict[str, Any]:
     elif spec.kind == "patch_store":
         assert spec.path is not None
         out["files"] = _stats([Path(spec.path)])
-    else:  # the demo photographs ship with scikit-image: its version pins them
+    elif spec.kind == "video_folder":
+        from resweep.data.video_clips import discover_clips
+
+        assert spec.path is not None
+        out["clips"] = {clip.name: _stats(list(clip.files)) for clip in discover_clips(spec.path)}
+    else:  # the demo photographs (and demo clips) ship with scikit-image: its version pins them
         import skimage
 
         out.update(split=spec.split, skimage=skimage.__version__)

@@ -1,0 +1,146 @@
+"""Video: samples/s of the training-window loader, and step time of the video model with and
+without a spatiotemporal-MAE feature loss.
+
+    python benchmarks/bench_video.py [--clips FOLDER] [--seconds S] [--steps N] [--patch P] [--full]
+
+Loader: ``VideoWindowDataset`` (5-frame windows, one crop/flip per window, noise on the fly)
+decoding PNG frames every time vs keeping decoded frames in memory (uint8); rounds of the two
+alternate so load from other processes hits both alike.
+
+Step: forward + backward + Adam step of FastDVDnet (tiny; ``--full`` adds the full size) at the given patch,
+(a) pixel L1 on the centre frame, (b) plus ``‖E(y) − E(ŷ)‖₁`` with a frozen video MAE encoder
+``E`` (``small``) on the restored frame, (c) restoring all 5 frames (``target: all``) with L1,
+(d) (c) plus the video MAE loss on the 5 restored frames. The MAE loss here is written out in
+the benchmark (frozen encoder, L1 on its final tokens, target features under no_grad), the
+same computation as the ``mae_loss`` method, which is not wired to video encoders yet.
+
+Timings are medians of rounds; on a shared machine (this project's: 2 cores, seven engineers)
+only the ratios measured side by side in one run mean much.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from resweep.config import TaskConfig  # noqa: E402
+from resweep.data.video import VideoWindowDataset  # noqa: E402
+from resweep.data.video_clips import VideoSource, discover_clips  # noqa: E402
+from resweep.data.video_demo import demo_video_source  # noqa: E402
+from resweep.degradations.tasks import build_task  # noqa: E402
+from resweep.degradations.video_denoise import pack_window  # noqa: E402
+from resweep.models import create_model  # noqa: E402
+from resweep.models.mae_video import VIDEO_MAE_ARCHS, VideoMaeEncoder  # noqa: E402
+
+DEFAULT_CLIPS = Path("/work/shared/datasets/video")
+
+
+def loader(source: VideoSource, patch: int, batch: int, seed: int = 0):
+    task = build_task(TaskConfig(kind="video_denoise", scale=1, noise_sigma=30))
+    dataset = VideoWindowDataset(source, task, patch, augment=True)
+    rng = np.random.default_rng(seed)
+    keys = ((int(rng.integers(len(dataset))), int(rng.integers(2**62))) for _ in range(10**9))
+    batches = iter(DataLoader(dataset, batch_size=batch, sampler=keys, num_workers=0))
+    next(batches)
+    return batches
+
+
+def bench_loader(args: argparse.Namespace) -> None:
+    if args.clips.is_dir():
+        make = lambda: VideoSource(args.clips.name, list(discover_clips(args.clips)))  # noqa: E731
+    else:
+        print(f"{args.clips} not found: the demo clips stand in")
+        make = lambda: demo_video_source("all")  # noqa: E731
+    plain, cached = make(), make()
+    cached.set_cache()
+    print(f"loader: {plain!r}, 5-frame windows, patch {args.patch}, batch {args.batch}")
+    pipes = {"decode every time": loader(plain, args.patch, args.batch),
+             "decoded frames cached": loader(cached, args.patch, args.batch)}
+    for _ in range(10):  # warm the cache (it fills as frames are first read)
+        next(pipes["decoded frames cached"])
+    rates: dict[str, list[float]] = {k: [] for k in pipes}
+    for _ in range(args.rounds):
+        for name, batches in pipes.items():
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < args.seconds:
+                count += next(batches)["lq"].shape[0]
+            rates[name].append(count / (time.perf_counter() - start))
+    base = statistics.median(rates["decode every time"])
+    for name, r in rates.items():
+        med = statistics.median(r)
+        print(f"  {name:24s} {med:8.1f} samples/s   x{med / base:.2f}")
+
+
+def bench_steps(args: argparse.Namespace) -> None:
+    torch.manual_seed(0)
+    encoder = VideoMaeEncoder(VIDEO_MAE_ARCHS["small"]).eval().requires_grad_(False)
+    b, p = args.batch, args.patch
+    frames = torch.rand(b, 5, 3, p, p)
+    x = pack_window(frames, 30 / 255)
+
+    def step_fn(model, optimizer, target_all: bool, mae: bool):
+        gt = frames.reshape(b, 15, p, p) if target_all else frames[:, 2]
+
+        def step() -> None:
+            pred = model(x)
+            loss = (pred - gt).abs().mean()
+            if mae:
+                with torch.no_grad():
+                    ref = encoder(gt)
+                loss = loss + (encoder(pred) - ref).abs().mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
+
+    print(f"step time: batch {b}, patch {p}, 5 frames, {torch.get_num_threads()} thread(s)")
+    for name in ("fastdvdnet_tiny", "fastdvdnet") if args.full else ("fastdvdnet_tiny",):
+        arms = {}
+        for target_all in (False, True):
+            model = create_model(name, target="all" if target_all else "centre")
+            optimizer = torch.optim.Adam(model.parameters(), 1e-4)
+            for mae in (False, True):
+                label = f"{'all frames' if target_all else 'centre'}{' + video MAE loss' if mae else ''}"
+                arms[label] = step_fn(model, optimizer, target_all, mae)
+        times: dict[str, list[float]] = {k: [] for k in arms}
+        for fn in arms.values():
+            fn()  # warm-up
+        for _ in range(args.steps):
+            for label, fn in arms.items():
+                start = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - start)
+        base = statistics.median(times["centre"])
+        print(f"  {name}")
+        for label, t in times.items():
+            med = statistics.median(t)
+            print(f"    {label:30s} {med * 1000:8.1f} ms/step   x{med / base:.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clips", type=Path, default=DEFAULT_CLIPS)
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--patch", type=int, default=32)
+    parser.add_argument("--full", action="store_true", help="also time the full-size FastDVDnet")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--skip-steps", action="store_true")
+    args = parser.parse_args()
+    bench_loader(args)
+    if not args.skip_steps:
+        bench_steps(args)
+
+
+if __name__ == "__main__":
+    main()

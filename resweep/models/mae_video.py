@@ -1,0 +1,273 @@
+"""Spatiotemporal masked autoencoder (MAE-ST, Feichtenhofer et al. 2022) from timm's parts.
+
+A clip ``(B, T, 3, H, W)`` is cut into tubelets of ``t`` frames x ``p`` x ``p`` pixels, each
+embedded by one 3-D convolution (kernel = stride = tubelet) into a token. Masking is random
+*per tubelet* (MAE-ST's default, ratio 0.9): every tubelet is hidden or seen as a whole, and
+the hidden ones differ from one time slot to the next (not "tube" masking, which would hide
+the same spatial patch in every frame). The encoder (timm ``Block``s) sees the visible tokens
+only; the lighter decoder gets them back with a shared mask token at every hidden position
+and predicts the hidden tubelets' pixels; the loss is the MSE on the hidden tubelets, against
+per-tubelet normalised pixels by default (``norm_pix_loss``).
+
+Position embeddings are fixed sin-cos, separable as in MAE-ST (a third of the channels from the
+time index, two thirds from the 2-D patch position) and computed for the clip's own token grid,
+so any ``T``/``H``/``W`` works: ``T`` is padded to a multiple of ``t`` by repeating the last
+frame, ``H``/``W`` to multiples of ``p`` by reflection.
+
+Frames enter in [0, 1] and are normalised with the ImageNet statistics, as image MAE does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from timm.models.vision_transformer import Block
+from torch import nn
+
+__all__ = [
+    "VIDEO_MAE_ARCHS",
+    "VideoMae",
+    "VideoMaeArch",
+    "VideoMaeEncoder",
+    "frames_of",
+    "random_tubelet_keep_ids",
+    "sincos_3d",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class VideoMaeArch(BaseModel):
+    """Size of a spatiotemporal MAE (encoder + decoder)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tubelet_frames: int = Field(2, ge=1, description="t: frames per tubelet")
+    patch_size: int = Field(16, ge=2, description="p: tubelet side in pixels")
+    embed_dim: int = Field(384, ge=12)
+    depth: int = Field(6, ge=1)
+    num_heads: int = Field(6, ge=1)
+    decoder_embed_dim: int = Field(192, ge=12)
+    decoder_depth: int = Field(2, ge=1)
+    decoder_num_heads: int = Field(4, ge=1)
+    mlp_ratio: float = Field(4.0, gt=0)
+
+
+VIDEO_MAE_ARCHS: dict[str, VideoMaeArch] = {
+    "tiny": VideoMaeArch(tubelet_frames=2, patch_size=8, embed_dim=48, depth=2, num_heads=2,
+                         decoder_embed_dim=24, decoder_depth=1, decoder_num_heads=2),
+    "small": VideoMaeArch(),
+}
+
+
+def frames_of(x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    """``(B, T, 3, H, W)`` from itself or from frames stacked on channels ``(B, 3T, H, W)``
+    (the ``target: all`` layout of task ``video_denoise``)."""
+    if x.dim() == 5:
+        return x
+    if x.dim() != 4 or x.shape[1] % 3:
+        raise ValueError(f"expected (B, T, 3, H, W) or (B, 3T, H, W) frames, got {tuple(x.shape)}")
+    t = x.shape[1] // 3
+    if num_frames is not None and t != num_frames:
+        raise ValueError(f"expected {num_frames} frames stacked on channels, got {t}")
+    return x.reshape(x.shape[0], t, 3, *x.shape[-2:])
+
+
+def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = positions.reshape(-1, 1).double() * omega[None]
+    return torch.cat([out.sin(), out.cos()], dim=1)
+
+
+def sincos_3d(embed_dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
+    """``(1, gt*gh*gw, D)`` fixed embedding, token order time-major then row-major."""
+    if embed_dim % 12:
+        raise ValueError(f"3-D sin-cos embedding needs embed_dim divisible by 12, got {embed_dim}")
+    gt, gh, gw = grid
+    d_time, d_space = embed_dim // 3, embed_dim - embed_dim // 3
+    ts, ys, xs = torch.meshgrid(
+        torch.arange(gt), torch.arange(gh), torch.arange(gw), indexing="ij"
+    )
+    emb = torch.cat([
+        _sincos_1d(d_space // 2, xs), _sincos_1d(d_space // 2, ys), _sincos_1d(d_time, ts)
+    ], dim=1)
+    return emb.float().unsqueeze(0)
+
+
+def random_tubelet_keep_ids(
+    batch: int, length: int, mask_ratio: float, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample random masking of ``length`` tubelets: ``(ids_keep (B, keep), ids_restore
+    (B, L))``, ``keep = max(1, int(L * (1 - mask_ratio)))``; drawn on the CPU generator."""
+    keep = max(1, int(length * (1 - mask_ratio)))
+    noise = torch.rand(batch, length, generator=generator)
+    ids_shuffle = torch.argsort(noise, dim=1)
+    return ids_shuffle[:, :keep], torch.argsort(ids_shuffle, dim=1)
+
+
+def _norm_layer() -> type[nn.Module]:
+    return partial(nn.LayerNorm, eps=1e-6)  # type: ignore[return-value]
+
+
+def _init_linear_and_norm(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear):
+        nn.init.xavier_uniform_(module.weight)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+class VideoMaeEncoder(nn.Module):
+    """Tubelet embedding + transformer blocks; ``forward`` returns the visible tokens."""
+
+    def __init__(self, arch: VideoMaeArch) -> None:
+        super().__init__()
+        self.arch = arch
+        t, p = arch.tubelet_frames, arch.patch_size
+        self.tubelet = (t, p, p)
+        self.proj = nn.Conv3d(3, arch.embed_dim, kernel_size=self.tubelet, stride=self.tubelet)
+        self.blocks = nn.ModuleList(
+            Block(arch.embed_dim, arch.num_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=_norm_layer())
+            for _ in range(arch.depth)
+        )
+        self.norm = _norm_layer()(arch.embed_dim)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+        w = self.proj.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        self.apply(_init_linear_and_norm)
+
+    def grid_of(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        t, p, _ = self.tubelet
+        return math.ceil(frames / t), math.ceil(height / p), math.ceil(width / p)
+
+    def prepare(self, video: torch.Tensor) -> torch.Tensor:
+        """Normalised ``(B, T', 3, H', W')`` padded to whole tubelets."""
+        video = frames_of(video)
+        video = (video - self.mean.to(video.dtype)) / self.std.to(video.dtype)
+        t, p, _ = self.tubelet
+        b, n, c, h, w = video.shape
+        pad_t, pad_h, pad_w = (-n) % t, (-h) % p, (-w) % p
+        if pad_t:
+            video = torch.cat([video, video[:, -1:].expand(b, pad_t, c, h, w)], dim=1)
+        if pad_h or pad_w:
+            flat = video.reshape(b * video.shape[1], c, h, w)
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            flat = F.pad(flat, (0, pad_w, 0, pad_h), mode=mode)
+            video = flat.reshape(b, -1, c, h + pad_h, w + pad_w)
+        return video
+
+    def embed(self, video: torch.Tensor) -> torch.Tensor:
+        """Tubelet tokens with position embeddings ``(B, L, D)``, time-major order."""
+        prepared = self.prepare(video)
+        tokens = self.proj(prepared.transpose(1, 2))  # (B, D, gt, gh, gw)
+        grid = tuple(tokens.shape[-3:])
+        tokens = tokens.flatten(2).transpose(1, 2)
+        return tokens + sincos_3d(tokens.shape[-1], grid).to(tokens)  # type: ignore[arg-type]
+
+    def forward_tokens(
+        self, video: torch.Tensor, ids_keep: torch.Tensor | None = None,
+        blocks: Sequence[int] | None = None,
+    ) -> list[torch.Tensor]:
+        """The final tokens after ``norm`` (``blocks`` None) or the listed blocks' outputs;
+        ``ids_keep (B, keep)`` selects the visible tubelets (None: all)."""
+        h = self.embed(video)
+        if ids_keep is not None:
+            h = torch.gather(h, 1, ids_keep.to(h.device).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        wanted = None if blocks is None else {b % len(self.blocks) for b in blocks}
+        outs: dict[int, torch.Tensor] = {}
+        for i, block in enumerate(self.blocks):
+            h = block(h)
+            if wanted is not None and i in wanted:
+                outs[i] = h
+        if blocks is None:
+            return [self.norm(h)]
+        return [outs[b % len(self.blocks)] for b in blocks]
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.forward_tokens(video)[0]
+
+
+class VideoMae(nn.Module):
+    """Encoder + decoder; ``forward(video)`` returns ``(loss, prediction (B, L, t*p*p*3),
+    mask (B, L): 1 = hidden)``."""
+
+    def __init__(self, arch: VideoMaeArch, norm_pix_loss: bool = True) -> None:
+        super().__init__()
+        self.arch = arch
+        self.norm_pix_loss = norm_pix_loss
+        self.encoder = VideoMaeEncoder(arch)
+        t, p = arch.tubelet_frames, arch.patch_size
+        self.decoder_embed = nn.Linear(arch.embed_dim, arch.decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, arch.decoder_embed_dim))
+        self.decoder_blocks = nn.ModuleList(
+            Block(arch.decoder_embed_dim, arch.decoder_num_heads, arch.mlp_ratio, qkv_bias=True,
+                  norm_layer=_norm_layer())
+            for _ in range(arch.decoder_depth)
+        )
+        self.decoder_norm = _norm_layer()(arch.decoder_embed_dim)
+        self.decoder_pred = nn.Linear(arch.decoder_embed_dim, t * p * p * 3)
+        nn.init.normal_(self.mask_token, std=0.02)
+        for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
+            module.apply(_init_linear_and_norm)
+
+    def tubelets(self, video: torch.Tensor) -> torch.Tensor:
+        """Normalised, padded pixels as ``(B, L, t*p*p*3)`` in token order."""
+        x = self.encoder.prepare(video)
+        t, p, _ = self.encoder.tubelet
+        b, n, c, h, w = x.shape
+        x = x.reshape(b, n // t, t, c, h // p, p, w // p, p)
+        x = x.permute(0, 1, 4, 6, 2, 5, 7, 3)  # B, gt, gh, gw, t, p, p, c
+        return x.reshape(b, (n // t) * (h // p) * (w // p), t * p * p * c)
+
+    def target(self, video: torch.Tensor) -> torch.Tensor:
+        target = self.tubelets(video)
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        return target
+
+    def decode(self, latent: torch.Tensor, ids_restore: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        x = self.decoder_embed(latent)
+        b, length = ids_restore.shape
+        masks = self.mask_token.expand(b, length - x.shape[1], -1)
+        x = torch.cat([x, masks], dim=1)
+        x = torch.gather(x, 1, ids_restore.to(x.device).unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+        x = x + sincos_3d(x.shape[-1], grid).to(x)
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x))
+
+    def forward(
+        self, video: torch.Tensor, mask_ratio: float = 0.9, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        video = frames_of(video)
+        grid = self.encoder.grid_of(video.shape[1], video.shape[-2], video.shape[-1])
+        length = grid[0] * grid[1] * grid[2]
+        ids_keep, ids_restore = random_tubelet_keep_ids(video.shape[0], length, mask_ratio, generator)
+        latent = self.encoder.forward_tokens(video, ids_keep=ids_keep)[0]
+        pred = self.decode(latent, ids_restore, grid)
+        mask = torch.ones(video.shape[0], length, device=video.device)
+        mask.scatter_(1, ids_keep.to(video.device), 0.0)
+        return self.masked_loss(video, pred, mask), pred, mask
+
+    def masked_loss(self, video: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean per-tubelet MSE over the hidden tubelets."""
+        per_tubelet = ((pred - self.target(video)) ** 2).mean(dim=-1)
+        return (per_tubelet * mask).sum() / mask.sum()
+
+    def pixel_mask(self, mask: torch.Tensor, frames: int, height: int, width: int) -> torch.Tensor:
+        """Token mask ``(B, L)`` -> pixel mask ``(B, T, H, W)`` (1 = hidden), for checks/plots."""
+        gt, gh, gw = self.encoder.grid_of(frames, height, width)
+        t, p, _ = self.encoder.tubelet
+        m = mask.reshape(-1, gt, gh, gw)
+        m = m.repeat_interleave(t, 1).repeat_interleave(p, 2).repeat_interleave(p, 3)
+        return m[:, :frames, :height, :width]

@@ -1,0 +1,250 @@
+"""The ``mae_video_pretrain`` stage kind: a spatiotemporal MAE pretrained once per study.
+
+CTMAE-video pretrains on the task's clean training clips; a KMAE-video stand-in (no video MAE
+weights file offline) pretrains the same way on other clips (e.g. the demo clips), and the
+run must record it as a stand-in.
+
+Definition: the size (``arch`` of :data:`~resweep.models.mae_video.VIDEO_MAE_ARCHS`), the
+recipe (mask ratio 0.9 as MAE-ST, steps, batch, crop side, clip length, optimiser) and the
+clips (a video ``DatasetSpec`` mapping). The last ``held_out_clips`` clips are kept out of
+training for the held-out check.
+
+Artifact files: ``encoder.pt`` (the encoder's state dict: what a loss uses), ``mae.pt`` (the
+whole autoencoder) and ``mae_video.json`` (architecture, definition, metrics);
+:func:`load_video_encoder` reads them back.
+
+Metrics: ``final_train_loss`` (mean masked loss over the last 10% of steps),
+``heldout_masked_loss`` (masked-tubelet loss on fixed windows and masks of the held-out clips)
+and ``heldout_tubelet_mean_loss`` (the same when each hidden tubelet is predicted by its own
+mean: with the normalised target that is ~1; an MAE that learnt structure is below it).
+
+Ray-free; torch is imported inside the functions so reading definitions stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field
+
+from resweep.stages import StageContext, StageDefinition, register_stage
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+ENCODER_FILE = "encoder.pt"
+MODEL_FILE = "mae.pt"
+INFO_FILE = "mae_video.json"
+
+
+class MaeVideoPretrainStage(StageDefinition):
+    kind: str = "mae_video_pretrain"
+    arch: Literal["tiny", "small"] = "small"
+    mask_ratio: float = Field(0.9, gt=0, lt=1, description="fraction of tubelets hidden (MAE-ST: 0.9)")
+    norm_pix_loss: bool = True
+    num_frames: int = Field(4, ge=1, description="frames per pretraining clip window")
+    crop: int = Field(64, ge=8, description="side of the random crops (same on every frame)")
+    steps: int = Field(2000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_fraction: float = Field(0.05, ge=0, lt=1)
+    data: dict[str, Any] = Field(description="a video DatasetSpec mapping: the clips to pretrain on")
+    held_out_clips: int = Field(1, ge=1, description="last N clips (sorted) kept for the held-out check")
+    heldout_windows_per_clip: int = Field(8, ge=1)
+    seed: int = 0
+
+    def key_definition(self) -> dict[str, Any]:
+        data = self.model_dump(mode="json")
+        data["data"] = {k: v for k, v in data["data"].items() if k != "name"}
+        return data
+
+    def identity(self) -> dict[str, Any]:
+        return {"data": video_dataset_identity(self.data)}
+
+
+def video_dataset_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """Which frames a video spec stands for (every clip's frame files, or the scikit-image
+    version for demo clips): the one dataset identity of the stages layer."""
+    from resweep.config import DatasetSpec
+    from resweep.stages.identity import dataset_identity
+
+    return dataset_identity(DatasetSpec.model_validate(data))
+
+
+class _Clips:
+    """The pretraining clips, split into training and held-out clips."""
+
+    def __init__(self, definition: MaeVideoPretrainStage) -> None:
+        from resweep.config import DatasetSpec
+        from resweep.data.video import build_video_source
+
+        source = build_video_source(DatasetSpec.model_validate(definition.data), field="data")
+        n, held = len(source), definition.held_out_clips
+        if n <= held:
+            raise ValueError(
+                f"mae_video_pretrain: {source.name} has {n} clip(s); it needs more than "
+                f"held_out_clips={held}"
+            )
+        for clip in source.clips:
+            h, w = clip.frame_hw
+            if len(clip) < definition.num_frames or min(h, w) < definition.crop:
+                raise ValueError(
+                    f"mae_video_pretrain: {clip.describe()} ({len(clip)} frames of {h}x{w}) is "
+                    f"smaller than a window of {definition.num_frames} frames of "
+                    f"{definition.crop}x{definition.crop}"
+                )
+        source.set_cache()
+        self.name = source.name
+        self.train = source.clips[: n - held]
+        self.held_out = source.clips[n - held :]
+
+    @staticmethod
+    def window(clip: Any, frames: int, side: int, generator: torch.Generator, augment: bool) -> torch.Tensor:
+        import torch
+
+        start = int(torch.randint(0, len(clip) - frames + 1, (1,), generator=generator))
+        h, w = clip.frame_hw
+        top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+        out = clip.load_crop(list(range(start, start + frames)), top, left, side, side)
+        if augment and torch.rand((), generator=generator) < 0.5:
+            out = out.flip(-1)
+        return out
+
+    def batch(self, d: MaeVideoPretrainStage, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
+        picks = torch.randint(0, len(self.train), (d.batch_size,), generator=generator).tolist()
+        return torch.stack([self.window(self.train[i], d.num_frames, d.crop, generator, True) for i in picks])
+
+    def held_out_batch(self, d: MaeVideoPretrainStage, seed: int) -> torch.Tensor:
+        import torch
+
+        generator = torch.Generator().manual_seed(seed)
+        return torch.stack([
+            self.window(clip, d.num_frames, d.crop, generator, False)
+            for clip in self.held_out for _ in range(d.heldout_windows_per_clip)
+        ])
+
+
+def held_out_losses(model: nn.Module, mask_ratio: float, clips: torch.Tensor, seed: int) -> tuple[float, float]:
+    """``(masked loss of the model, masked loss of predicting each hidden tubelet by its own
+    mean)`` with the same masks (drawn from ``seed``)."""
+    import torch
+
+    model.eval()
+    with torch.no_grad():
+        loss, _, mask = model(clips, mask_ratio=mask_ratio, generator=torch.Generator().manual_seed(seed))
+        target = model.target(clips)
+        reference = target.mean(dim=-1, keepdim=True).expand_as(target)
+        ref_loss = model.masked_loss(clips, reference, mask)
+    return float(loss), float(ref_loss)
+
+
+@register_stage("mae_video_pretrain", MaeVideoPretrainStage)
+def produce_mae_video_pretrain(
+    definition: MaeVideoPretrainStage, out_dir: Path, context: StageContext
+) -> dict[str, float]:
+    import torch
+
+    from resweep.models.mae_video import VIDEO_MAE_ARCHS, VideoMae
+
+    device = context.device or torch.device("cpu")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arch = VIDEO_MAE_ARCHS[definition.arch]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(definition.seed)
+        model = VideoMae(arch, norm_pix_loss=definition.norm_pix_loss).to(device)
+    clips = _Clips(definition)
+    params = sum(p.numel() for p in model.parameters())
+    context.log(
+        f"mae_video_pretrain: video MAE ({params / 1e6:.2f}M parameters) on {len(clips.train)} "
+        f"clip(s) of {clips.name}, {definition.steps} steps, batch {definition.batch_size} x "
+        f"{definition.num_frames} frames of {definition.crop}px, mask ratio {definition.mask_ratio}"
+    )
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": definition.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=definition.lr, betas=(0.9, 0.95),
+    )
+    warmup = int(definition.steps * definition.warmup_fraction)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, definition.steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    data_gen = torch.Generator().manual_seed(definition.seed + 1)
+    mask_gen = torch.Generator().manual_seed(definition.seed + 2)
+    tail = max(1, definition.steps // 10)
+    tail_losses: list[float] = []
+    report_every = max(1, definition.steps // 10)
+    started = time.perf_counter()
+    model.train()
+    for step in range(definition.steps):
+        batch = clips.batch(definition, data_gen).to(device)
+        loss, _, _ = model(batch, mask_ratio=definition.mask_ratio, generator=mask_gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"mae_video_pretrain: the loss became {float(loss)} at step {step + 1}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step >= definition.steps - tail:
+            tail_losses.append(loss.item())
+        if (step + 1) % report_every == 0 or step + 1 == definition.steps:
+            context.log(f"mae_video_pretrain: step {step + 1}/{definition.steps} masked loss "
+                        f"{loss.item():.4f} ({time.perf_counter() - started:.0f} s)")
+    held = clips.held_out_batch(definition, definition.seed + 3).to(device)
+    heldout, reference = held_out_losses(model, definition.mask_ratio, held, definition.seed + 4)
+    metrics = {
+        "final_train_loss": sum(tail_losses) / len(tail_losses),
+        "heldout_masked_loss": heldout,
+        "heldout_tubelet_mean_loss": reference,
+        "pretrain_seconds": time.perf_counter() - started,
+    }
+    context.log(f"mae_video_pretrain: held-out masked loss {heldout:.4f} vs {reference:.4f} when "
+                "each hidden tubelet is predicted by its own mean")
+    model = model.cpu()
+    torch.save(model.encoder.state_dict(), out_dir / ENCODER_FILE)
+    torch.save(model.state_dict(), out_dir / MODEL_FILE)
+    info = {
+        "arch": arch.model_dump(),
+        "definition": definition.model_dump(mode="json"),
+        "train_clips": [c.name for c in clips.train],
+        "held_out_clips": [c.name for c in clips.held_out],
+        "metrics": metrics,
+    }
+    (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
+    return metrics
+
+
+def load_video_encoder(artifact_dir: str | Path) -> nn.Module:
+    """The pretrained :class:`~resweep.models.mae_video.VideoMaeEncoder` of an artifact folder
+    (``weights_only`` loading)."""
+    import torch
+
+    from resweep.errors import ResweepError
+    from resweep.models.mae_video import VideoMaeArch, VideoMaeEncoder
+
+    folder = Path(artifact_dir)
+    info_path, weights_path = folder / INFO_FILE, folder / ENCODER_FILE
+    if not info_path.is_file() or not weights_path.is_file():
+        raise ResweepError(
+            f"{folder} is not a mae_video_pretrain artifact: it needs {INFO_FILE} and {ENCODER_FILE}"
+        )
+    info = json.loads(info_path.read_text())
+    encoder = VideoMaeEncoder(VideoMaeArch.model_validate(info["arch"]))
+    encoder.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    return encoder
