@@ -142,6 +142,14 @@ class SeedGroupSearcher(Searcher):
         return self.groups[group_id]
 
     def _tell(self, group: SeedGroup) -> None:
+        annotate = getattr(self.searcher, "annotate", None)
+        if annotate is not None:
+            annotate(group.group_id, {
+                "ray_trial_ids": list(group.trial_ids),
+                "seeds": self.seeds[: len(group.trial_ids)],
+                "seed_statuses": [group.outcomes.get(t) for t in group.trial_ids],
+                "seed_values": [group.values.get(t, {}) for t in group.trial_ids],
+            })
         outcomes = set(group.outcomes.values())
         if outcomes & {Status.DIVERGED.value, Status.ERRORED.value}:
             self.searcher.on_trial_complete(group.group_id, None, error=True)

@@ -67,6 +67,9 @@ def init_ray(
     else:
         with _loopback_node_ip():
             ray.init(
+                # "local": always a new instance of our own; without it ray.init joins the last
+                # Ray started on this machine (/tmp/ray/ray_current_cluster), e.g. someone else's
+                address="local",
                 num_cpus=num_cpus,
                 num_gpus=num_gpus,
                 include_dashboard=dashboard,
