@@ -29,11 +29,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key, value in sorted(summary.metrics.items()):
         if key.startswith("eval.") and isinstance(value, float):
             print(f"  {key:40s} {value:.4f}")
-    print(f"results: {summary.output_dir}  (config.yaml, curves.parquet, per_image.parquet, result.json)")
+    print(f"results: {summary.output_dir}  (config.yaml, curves.parquet, per_image.parquet, result.json, log.txt)")
     if summary.checkpoint:
         print(f"last checkpoint: {summary.checkpoint}")
+    if summary.log_path:
+        print(f"log: {summary.log_path}")
     if summary.error:
-        print(f"error: {summary.error}", file=sys.stderr)
+        where = f" (full log: {summary.log_path})" if summary.log_path else ""
+        print(f"resweep: error: {summary.error}{where}", file=sys.stderr)
         return 1
     return 0
 

@@ -72,6 +72,7 @@ class Progress:
         live: bool | None = None,
         stream: IO[str] | None = None,
         plain_interval_s: float = PLAIN_INTERVAL_S,
+        single_run: bool = False,
     ):
         self.title = title
         self.total_runs = total_runs
@@ -81,6 +82,7 @@ class Progress:
         self.stream = stream or sys.stdout
         self.live_mode = (self.stream.isatty() if live is None else live) and not quiet
         self.plain_interval_s = plain_interval_s
+        self.single_run = single_run
         self.running: dict[str, RunState] = {}
         self.counts: dict[str, int] = {}
         self.best: tuple[float, str] | None = None
@@ -175,6 +177,8 @@ class Progress:
         return remaining / concurrency
 
     def summary_line(self, now: float) -> str:
+        if self.single_run:
+            return f"{self.title} | ETA {format_duration(self.study_eta(now))}"
         c = self.counts
         done = self.ended()
         total = f"/{self.total_runs}" if self.total_runs else ""

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from resweep.config import ExperimentConfig
+from resweep.fileio import write_text_atomic
+from resweep.status import Status
 from resweep.trainables.runtime import init_ray
-from resweep.trainables.worker import train_loop_per_worker
+from resweep.trainables.trial_log import error_line, summarize_exception
+from resweep.trainables.worker import WorkerLoopConfig, train_loop_per_worker
+
+RUN_LOG = "log.txt"
 
 
 @dataclass
@@ -21,6 +27,7 @@ class TrainSummary:
     checkpoint: str | None
     seconds: float
     error: str | None = None
+    log_path: Path | None = None
 
 
 def _use_gpu(requested: bool | None) -> bool:
@@ -60,16 +67,19 @@ def run_training(
     config.save(output_dir / "config.yaml")
     init_ray(address, quiet=quiet)
     gpu = _use_gpu(use_gpu)
+    log_path = output_dir / RUN_LOG
+    loop_config = WorkerLoopConfig(
+        experiment=config.to_dict(),
+        output_dir=str(output_dir),
+        cache_dir=str(cache_dir) if cache_dir else None,
+        image_dir=str(output_dir / "images" / "final"),
+        # wall-clock start of `resweep train`: workers report startup_seconds against it
+        started_at=started_at,
+        log_path=str(log_path),
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "experiment": config.to_dict(),
-            "output_dir": str(output_dir),
-            "cache_dir": str(cache_dir) if cache_dir else None,
-            "image_dir": str(output_dir / "images" / "final"),
-            # wall-clock start of `resweep train`: workers report startup_seconds against it
-            "started_at": started_at,
-        },
+        train_loop_config=loop_config.to_dict(),
         scaling_config=ScalingConfig(
             num_workers=workers, use_gpu=gpu, resources_per_worker={"CPU": cpus_per_worker}
         ),
@@ -81,18 +91,20 @@ def run_training(
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.checkpoints_to_keep),
         ),
     )
-    result = trainer.fit()
+    result = _fit_with_progress(trainer, config, output_dir, quiet)
     metrics = dict(result.metrics or {})
     metrics.pop("per_image", None)
     summary = TrainSummary(
-        status=str(metrics.get("status", "errored" if result.error else "unknown")),
+        status=str(metrics.get("status", Status.ERRORED.value if result.error else "unknown")),
         output_dir=output_dir,
         metrics=metrics,
         checkpoint=result.checkpoint.path if result.checkpoint else None,
         seconds=time.perf_counter() - start,
-        error=str(result.error) if result.error else None,
+        error=error_line(summarize_exception(result.error)) if result.error else None,
+        log_path=log_path if log_path.is_file() else None,
     )
-    (output_dir / "result.json").write_text(
+    write_text_atomic(
+        output_dir / "result.json",
         json.dumps(
             {
                 "status": summary.status,
@@ -106,3 +118,50 @@ def run_training(
         )
     )
     return summary
+
+
+def _fit_with_progress(trainer: Any, config: ExperimentConfig, output_dir: Path, quiet: bool) -> Any:
+    """``trainer.fit()`` in a thread while this one shows the run's progress, read from the
+    ``curves.parquet`` that rank 0 rewrites at every report."""
+    from resweep.study.progress import Progress
+
+    outcome: dict[str, Any] = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as exc:  # re-raised in the calling thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=fit, name="resweep-train-fit", daemon=True)
+    progress = Progress(config.name, total_runs=None, quiet=quiet, single_run=True)
+    progress.start()
+    progress.run_started("run", config.name, config.train.iterations)
+    curves = output_dir / "curves.parquet"
+    seen = curves.stat().st_mtime if curves.is_file() else 0.0
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            if curves.is_file() and curves.stat().st_mtime != seen:
+                seen = curves.stat().st_mtime
+                last = _last_report(curves)
+                if last:
+                    progress.run_report("run", last)
+            progress.tick()
+    finally:
+        progress.run_ended("run")
+        progress.stop()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+def _last_report(path: Path) -> dict[str, Any] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        rows = pq.read_table(path, columns=None).to_pylist()
+    except Exception:  # being replaced right now: next poll
+        return None
+    return rows[-1] if rows else None
