@@ -196,3 +196,20 @@ def test_a_running_local_study_listens_on_loopback_only(tmp_path):
     public = {a: n for a, n in listening.items() if not _is_loopback(a.rsplit(":", 1)[0])}
     assert not public, f"listening off loopback: {public}"
     assert "Token authentication is enabled" in output  # Ray's token auth stays on
+
+
+@pytest.mark.ray
+def test_resweep_train_shows_progress_and_writes_its_log(ray_local, tmp_path, capsys):
+    from resweep.config import ExperimentConfig
+    from resweep.trainables.train import run_training
+
+    config = ExperimentConfig.from_dict(
+        tiny_config_dict(**{"train.iterations": 8, "train.log_every": 2, "eval.every": 4})
+    )
+    summary = run_training(config, output_dir=tmp_path / "run", workers=1)
+    out = capsys.readouterr().out
+    assert summary.status == "finished"
+    assert "tiny: it 8/8 |" in out and "ms/step" in out and "ETA" in out
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert summary.log_path == tmp_path / "run" / "log.txt"
+    assert "training edsr_tiny" in log and "it 2/8 |" in log and "it 8/8 |" in log

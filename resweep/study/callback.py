@@ -94,7 +94,7 @@ class StudyCallback(Callback):
         self.results.trial_completed(trial.trial_id, trial.last_result, total)
         self._relay_logs(force=True)
         self._summarize()
-        self.progress.run_ended(trial.trial_id)
+        self.progress.run_ended(trial.trial_id, self.results.trials[trial.trial_id].get("status"))
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._relay_logs(force=True)

@@ -89,6 +89,7 @@ class Progress:
         self.mean_seconds_per_step: float | None = None
         self.iterations_per_run: int | None = None
         self._last_plain = 0.0
+        self._last_lines: list[str] = []
         self._live: Any = None
         self._console: Any = None
 
@@ -128,8 +129,11 @@ class Progress:
             self.mean_seconds_per_step = sum(known) / len(known)
         self.tick()
 
-    def run_ended(self, run_id: str) -> None:
-        self.running.pop(run_id, None)
+    def run_ended(self, run_id: str, status: str | None = None) -> None:
+        state = self.running.pop(run_id, None)
+        if state is not None and status is not None and not self.quiet and self._live is None:
+            # plain mode: one line per ended run (the live view shows it in its counts)
+            print(f"{self.run_line(state, time.monotonic()).strip()} -> {status}", file=self.stream, flush=True)
         self.tick(force=True)
 
     def set_summary(self, counts: dict[str, int], best: tuple[float, str] | None) -> None:
@@ -206,9 +210,12 @@ class Progress:
         now = time.monotonic()
         if not force and now - self._last_plain < self.plain_interval_s:
             return
+        lines = [self.summary_line(now), *(self.run_line(s, now) for s in self.running.values())]
+        if force and lines == self._last_lines:
+            return  # nothing new to say
         self._last_plain = now
-        lines = [f"[{time.strftime('%H:%M:%S')}] {self.summary_line(now)}"]
-        lines += [self.run_line(s, now) for s in self.running.values()]
+        self._last_lines = lines
+        lines[0] = f"[{time.strftime('%H:%M:%S')}] {lines[0]}"
         print("\n".join(lines), file=self.stream, flush=True)
 
     def render(self) -> Any:

@@ -73,12 +73,15 @@ class _TrialErrorsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not message.startswith(("Trial task failed", "Failure # "))
+        return not message.startswith(("Trial task failed", "Failure # ", "Trials did not complete"))
 
 
 def _fit(tuner: Any, layout: StudyLayout) -> None:
     quiet_filter = _TrialErrorsFilter()
-    ray_loggers = [logging.getLogger(name) for name in ("ray.tune", "ray.tune.execution.tune_controller")]
+    # a logger's filter sees only its own records, not its children's: name each one
+    ray_loggers = [logging.getLogger(name) for name in (
+        "ray.tune", "ray.tune.tune", "ray.tune.execution.tune_controller",
+    )]
     for lg in ray_loggers:
         lg.addFilter(quiet_filter)
     try:

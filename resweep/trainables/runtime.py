@@ -21,6 +21,9 @@ os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Our workers log their own progress lines; Ray's print patch would print each one twice.
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+# Tune's "new output engine" prints its configuration box and error paths whatever the
+# verbosity; the legacy one honours verbose=0. resweep shows its own progress (study/progress.py).
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 # Every trial checkpoints at each evaluation; Tune's "snapshotting often" warning is expected.
 os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
 

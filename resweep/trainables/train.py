@@ -65,7 +65,8 @@ def run_training(
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     config.save(output_dir / "config.yaml")
-    init_ray(address, quiet=quiet)
+    # workers' own output stays in Ray's logs: the run's lines are in log.txt, progress is shown here
+    init_ray(address, quiet=True)
     gpu = _use_gpu(use_gpu)
     log_path = output_dir / RUN_LOG
     loop_config = WorkerLoopConfig(
@@ -121,40 +122,43 @@ def run_training(
 
 
 def _fit_with_progress(trainer: Any, config: ExperimentConfig, output_dir: Path, quiet: bool) -> Any:
-    """``trainer.fit()`` in a thread while this one shows the run's progress, read from the
-    ``curves.parquet`` that rank 0 rewrites at every report."""
+    """``trainer.fit()`` (in this thread: Ray and Ctrl-C want the main thread) while a helper
+    thread shows the run's progress, read from the ``curves.parquet`` rank 0 rewrites at every
+    report."""
     from resweep.study.progress import Progress
 
-    outcome: dict[str, Any] = {}
-
-    def fit() -> None:
-        try:
-            outcome["result"] = trainer.fit()
-        except BaseException as exc:  # re-raised in the calling thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=fit, name="resweep-train-fit", daemon=True)
     progress = Progress(config.name, total_runs=None, quiet=quiet, single_run=True)
+    curves = output_dir / "curves.parquet"
+    seen = [curves.stat().st_mtime if curves.is_file() else 0.0]
+    done = threading.Event()
+
+    def poll() -> None:
+        if curves.is_file() and curves.stat().st_mtime != seen[0]:
+            seen[0] = curves.stat().st_mtime
+            last = _last_report(curves)
+            if last:
+                progress.run_report("run", last)
+        progress.tick()
+
+    def watch() -> None:
+        while not done.wait(1.0):
+            poll()
+
     progress.start()
     progress.run_started("run", config.name, config.train.iterations)
-    curves = output_dir / "curves.parquet"
-    seen = curves.stat().st_mtime if curves.is_file() else 0.0
-    thread.start()
+    watcher = threading.Thread(target=watch, name="resweep-train-progress", daemon=True)
+    watcher.start()
+    status = Status.ERRORED.value
     try:
-        while thread.is_alive():
-            thread.join(timeout=1.0)
-            if curves.is_file() and curves.stat().st_mtime != seen:
-                seen = curves.stat().st_mtime
-                last = _last_report(curves)
-                if last:
-                    progress.run_report("run", last)
-            progress.tick()
+        result = trainer.fit()
+        status = str((result.metrics or {}).get("status") or status)
+        return result
     finally:
-        progress.run_ended("run")
+        done.set()
+        watcher.join(timeout=5)
+        poll()
+        progress.run_ended("run", status)
         progress.stop()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["result"]
 
 
 def _last_report(path: Path) -> dict[str, Any] | None:

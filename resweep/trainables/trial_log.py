@@ -88,6 +88,15 @@ class TrialLog:
                 lg.removeHandler(handler)
                 lg.setLevel(level)
 
+    @contextlib.contextmanager
+    def recording_errors(self, error_path: str | Path | None = None) -> Iterator[None]:
+        """Write the traceback of an exception leaving the block to the log, then re-raise."""
+        try:
+            yield
+        except Exception as exc:
+            self.record_exception(exc, error_path)
+            raise
+
     def record_exception(self, exc: BaseException, error_path: str | Path | None) -> dict[str, Any]:
         """Write the full traceback to the log and the one-line summary to ``error_path``."""
         summary = summarize_exception(exc)
@@ -115,10 +124,7 @@ class _Handler(logging.Handler):
 
 def summarize_exception(exc: BaseException) -> dict[str, Any]:
     """Type, first line of the message, and the config field / file when the error names them."""
-    root = exc
-    # Ray wraps a worker's exception; the user's error is the cause
-    while getattr(root, "cause", None) is not None and isinstance(root.cause, BaseException):
-        root = root.cause
+    root = _innermost(exc)
     message = getattr(root, "message", None) or str(root)
     first = next((line for line in str(message).splitlines() if line.strip()), "")
     summary: dict[str, Any] = {"type": type(root).__name__, "message": first[:500]}
@@ -131,6 +137,26 @@ def summarize_exception(exc: BaseException) -> dict[str, Any]:
             summary["file"] = str(value)
             break
     return summary
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The user's error inside Ray's wrappers: a task error's ``cause``, Ray Train's
+    ``worker_failures`` (lowest rank first) or ``controller_failure``."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        failures = getattr(exc, "worker_failures", None)
+        if isinstance(failures, dict) and failures:
+            exc = failures[min(failures)]
+            continue
+        for attr in ("controller_failure", "cause"):
+            inner = getattr(exc, attr, None)
+            if isinstance(inner, BaseException):
+                exc = inner
+                break
+        else:
+            break
+    return exc
 
 
 def error_line(summary: dict[str, Any]) -> str:

@@ -109,7 +109,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         device=ray.train.torch.get_device(),
     )
     log = TrialLog(settings.log_path if world.is_main else None)
-    with log.capture():
+    with log.capture(), log.recording_errors():
         config = ExperimentConfig.from_dict(settings.experiment, source="<trial config>")
         recorder = RunRecorder(settings.output_dir) if settings.output_dir and world.is_main else None
         trainer = Trainer(
