@@ -213,3 +213,43 @@ def test_resweep_train_shows_progress_and_writes_its_log(ray_local, tmp_path, ca
     log = (tmp_path / "run" / "log.txt").read_text()
     assert summary.log_path == tmp_path / "run" / "log.txt"
     assert "training edsr_tiny" in log and "it 2/8 |" in log and "it 8/8 |" in log
+
+
+def test_trial_warnings_reach_the_driver_and_errors_are_summarised_through_ray_wrappers(tmp_path):
+    import logging
+    import warnings
+
+    from ray.train import WorkerGroupError
+
+    from resweep.errors import ConfigError
+    from resweep.study.callback import LogTail, StudyCallback
+    from resweep.study.trial_spec import TrialSpec
+    from resweep.trainables.trial_log import TrialLog, error_line, summarize_exception
+
+    layout = StudyLayout(tmp_path)
+    log = TrialLog(layout.trial_log("t1"))
+    with log.capture():
+        log.info("training edsr_tiny")
+        warnings.warn("VGG weights are random: perceptual loss means little", UserWarning, stacklevel=1)
+        logging.getLogger("resweep.methods.spn").warning("lambda is large")
+    callback = StudyCallback(study_dir=tmp_path, name="s", objective=OBJECTIVE, mode="max",
+                             total_trials=1, quiet=False)
+    out = io.StringIO()
+    callback.layout = layout
+    callback.progress = Progress("s", stream=out)
+    callback.specs = {"t1": TrialSpec(label="spn", seed=1, params={}, experiment={})}
+    callback.tails = {"t1": LogTail(layout.trial_log("t1"))}
+    callback.last_tail = 0.0
+    callback._relay_logs(force=True)
+    relayed = out.getvalue().splitlines()
+    assert len(relayed) == 2 and all(line.startswith("t1 (spn s1): warning: ") for line in relayed)
+    assert "VGG weights are random" in relayed[0] and "lambda is large" in relayed[1]
+    callback._relay_logs(force=True)
+    assert out.getvalue().splitlines() == relayed  # each line once
+
+    inner = ConfigError("no such file", source="/w/teacher.pt", field="methods.eco.teacher")
+    wrapped = WorkerGroupError("Training failed due to worker errors", {1: RuntimeError("other"), 0: inner})
+    summary = summarize_exception(wrapped)
+    assert summary == {"type": "ConfigError", "message": "no such file",
+                       "field": "methods.eco.teacher", "file": "/w/teacher.pt"}
+    assert error_line(summary) == "ConfigError: no such file (field 'methods.eco.teacher', file /w/teacher.pt)"
