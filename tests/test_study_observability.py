@@ -170,9 +170,12 @@ def test_a_running_local_study_listens_on_loopback_only(tmp_path):
         "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
     }))
     study_dir = tmp_path / "study"
+    # as from a fresh shell: a Ray started earlier in this process exported its address and
+    # auth mode, which would change how the study's own Ray starts (and what it logs)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     driver = subprocess.Popen(
         [sys.executable, "-m", "resweep.cli", "run", str(study_file), "--dir", str(study_dir)],
-        cwd=ROOT, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     listening: dict[str, str] = {}
     try:
@@ -253,3 +256,16 @@ def test_trial_warnings_reach_the_driver_and_errors_are_summarised_through_ray_w
     assert summary == {"type": "ConfigError", "message": "no such file",
                        "field": "methods.eco.teacher", "file": "/w/teacher.pt"}
     assert error_line(summary) == "ConfigError: no such file (field 'methods.eco.teacher', file /w/teacher.pt)"
+
+
+@pytest.mark.ray
+def test_resweep_train_worker_error_is_one_line_and_the_log_holds_the_traceback(ray_local, tmp_path, capsys):
+    from resweep.config import ExperimentConfig
+    from resweep.trainables.train import run_training
+
+    # valid as a config, refused by the engine inside each worker (a batch of 5 over 2 workers)
+    config = ExperimentConfig.from_dict(tiny_config_dict(**{"data.batch_size": 5, "train.iterations": 4}))
+    summary = run_training(config, output_dir=tmp_path / "run", workers=2, max_failures=0)
+    assert summary.status == "errored"
+    assert summary.error == "ConfigError: batch size 5 does not divide by 2 workers (field 'data.batch_size')"
+    assert "Traceback" in (tmp_path / "run" / "log.txt").read_text()

@@ -92,16 +92,22 @@ def run_training(
             checkpoint_config=CheckpointConfig(num_to_keep=config.train.checkpoints_to_keep),
         ),
     )
-    result = _fit_with_progress(trainer, config, output_dir, quiet)
-    metrics = dict(result.metrics or {})
+    from ray.train import TrainingFailedError
+
+    try:
+        result = _fit_with_progress(trainer, config, output_dir, quiet)
+        error = result.error
+    except TrainingFailedError as exc:  # Train V2 raises what a worker raised, wrapped
+        result, error = None, exc
+    metrics = dict(result.metrics or {}) if result is not None else {}
     metrics.pop("per_image", None)
     summary = TrainSummary(
-        status=str(metrics.get("status", Status.ERRORED.value if result.error else "unknown")),
+        status=str(metrics.get("status", Status.ERRORED.value if error else "unknown")),
         output_dir=output_dir,
         metrics=metrics,
-        checkpoint=result.checkpoint.path if result.checkpoint else None,
+        checkpoint=result.checkpoint.path if result is not None and result.checkpoint else None,
         seconds=time.perf_counter() - start,
-        error=error_line(summarize_exception(result.error)) if result.error else None,
+        error=error_line(summarize_exception(error)) if error else None,
         log_path=log_path if log_path.is_file() else None,
     )
     write_text_atomic(
