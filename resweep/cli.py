@@ -1,4 +1,4 @@
-"""Command line: ``resweep train | run | resume | status | report | data prepare | demo``."""
+"""Command line: ``resweep train | run | resume | status | logs | report | presets | data prepare | demo``."""
 
 from __future__ import annotations
 
@@ -29,11 +29,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for key, value in sorted(summary.metrics.items()):
         if key.startswith("eval.") and isinstance(value, float):
             print(f"  {key:40s} {value:.4f}")
-    print(f"results: {summary.output_dir}  (config.yaml, curves.parquet, per_image.parquet, result.json)")
+    print(f"results: {summary.output_dir}  (config.yaml, curves.parquet, per_image.parquet, result.json, log.txt)")
     if summary.checkpoint:
         print(f"last checkpoint: {summary.checkpoint}")
+    if summary.log_path:
+        print(f"log: {summary.log_path}")
     if summary.error:
-        print(f"error: {summary.error}", file=sys.stderr)
+        where = f" (full log: {summary.log_path})" if summary.log_path else ""
+        print(f"resweep: error: {summary.error}{where}", file=sys.stderr)
         return 1
     return 0
 
@@ -85,9 +88,17 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from resweep.study import print_status
+    # only the study's files: no torch, no Ray (works on a copy of a study without them)
+    from resweep.study.status_view import print_status
 
-    print_status(args.dir)
+    print_status(args.dir, trial=args.trial)
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from resweep.study.status_view import print_trial_log
+
+    print_trial_log(args.dir, args.trial, tail=args.tail)
     return 0
 
 
@@ -149,7 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="where a study stands, read from disk")
     p.add_argument("dir")
+    p.add_argument("--trial", help="show this trial's log instead")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("logs", help="one trial's log (<study>/trials/<trial_id>/log.txt)")
+    p.add_argument("dir")
+    p.add_argument("trial", help="trial id (see `resweep status DIR`)")
+    p.add_argument("--tail", type=int, help="only the last N lines")
+    p.set_defaults(func=_cmd_logs)
 
     p = sub.add_parser("report", help="ablation tables and a dashboard for a study")
     p.add_argument("dir")

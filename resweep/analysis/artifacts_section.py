@@ -10,8 +10,7 @@ import pandas as pd
 
 from resweep.analysis import dashboard as dash
 from resweep.analysis.load import StudyData
-
-ARTIFACTS_FILE = "artifacts.parquet"  # written by resweep.stages.on_ray
+from resweep.study.layout import ARTIFACTS_FILE
 
 
 def artifacts_frame(data: StudyData) -> pd.DataFrame:

@@ -16,17 +16,20 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from resweep.errors import ResweepError
+from resweep.status import ALL_STATUSES
+from resweep.study.layout import (
+    CURVES_FILE,
+    IMAGES_DIR,  # noqa: F401  (re-exported: the dashboard reads images from here)
+    META_FILE,
+    PER_IMAGE_FILE,
+    TRIALS_FILE,
+    parquet_exists,
+    read_parquet,
+)
 
-TRIALS_FILE = "trials.parquet"
-CURVES_FILE = "curves.parquet"
-PER_IMAGE_FILE = "per_image.parquet"
-META_FILE = "study.json"
-IMAGES_DIR = "images"
-
-STATUSES = ("pending", "running", "finished", "diverged", "pruned", "errored")
+STATUSES = tuple(s.value for s in ALL_STATUSES)
 SR_KINDS = ("sr", "denoise_sr", "realworld_sr")
 PER_IMAGE_METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")
 
@@ -115,7 +118,7 @@ def load_study(study_dir: str | Path) -> StudyData:
         raise StudyFolderError(f"not a study folder (a file, not a folder): {path}")
     meta_path = path / META_FILE
     trials_path = path / TRIALS_FILE
-    if not trials_path.is_file():
+    if not parquet_exists(trials_path):
         raise StudyFolderError(
             f"{trials_path} is missing: not a study folder, or no trial has started yet "
             f"(a study folder holds {META_FILE}, {TRIALS_FILE}, {CURVES_FILE}, {PER_IMAGE_FILE})"
@@ -136,12 +139,12 @@ def load_study(study_dir: str | Path) -> StudyData:
     trials = _read(trials_path)
     trials = _normalise_trials(trials)
     curves_path, per_image_path = path / CURVES_FILE, path / PER_IMAGE_FILE
-    if curves_path.is_file():
+    if parquet_exists(curves_path):
         curves = _read(curves_path)
     else:
         curves = pd.DataFrame({"trial_id": pd.Series(dtype=str), "iteration": pd.Series(dtype=float)})
         notes.append(f"{CURVES_FILE} is missing: no learning curves")
-    if per_image_path.is_file():
+    if parquet_exists(per_image_path):
         per_image = _read(per_image_path)
     else:
         per_image = pd.DataFrame()
@@ -160,7 +163,7 @@ def load_study(study_dir: str | Path) -> StudyData:
 
 def _read(path: Path) -> pd.DataFrame:
     try:
-        return pq.read_table(path).to_pandas()
+        return read_parquet(path).to_pandas()
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise StudyFolderError(f"{path} cannot be read as Parquet: {exc}") from None
 

@@ -36,10 +36,12 @@ from resweep.errors import ConfigError
 from resweep.losses import get_pixel_loss
 from resweep.methods import MethodContext, World, build_methods
 from resweep.models import create_model
+from resweep.status import Status
 
-STATUS_RUNNING = "running"
-STATUS_FINISHED = "finished"
-STATUS_DIVERGED = "diverged"
+# plain strings in reports; their one definition is resweep.status.Status
+STATUS_RUNNING = Status.RUNNING.value
+STATUS_FINISHED = Status.FINISHED.value
+STATUS_DIVERGED = Status.DIVERGED.value
 
 # Which collapse rule ended a run (reported as ``diverged_rule``, with ``diverged_detail``).
 RULE_LOSS_NONFINITE = "loss_nonfinite"

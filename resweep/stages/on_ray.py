@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 from resweep.errors import ResweepError
 from resweep.stages.base import definition_digest
 from resweep.stages.produce import FAILED, PRODUCED, ArtifactRecord, PlannedStage, plan, produce
+from resweep.study.layout import ARTIFACTS_FILE
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
 
-ARTIFACTS_FILE = "artifacts.parquet"
 
 
 @dataclass

@@ -1,7 +1,41 @@
-"""Studies: Ray Tune + Optuna sweeps of the training engine, resumable, with results on disk."""
+"""Studies: Ray Tune + Optuna sweeps of the training engine, resumable, with results on disk.
 
-from resweep.study.results import StudyResults
-from resweep.study.runner import print_status, resume_study, run_study
-from resweep.study.spec import StudyConfig, load_study, study_from_dict
+Layers of this package (each module one job):
 
-__all__ = ["StudyConfig", "StudyResults", "load_study", "print_status", "resume_study", "run_study", "study_from_dict"]
+- ``spec``: the study file (typed, validated) and the trials it resolves into;
+- ``trial_spec``: :class:`TrialSpec` (what one trial runs, resolved once on the driver) and
+  :class:`TrialSettings` (resources and places every trial shares);
+- ``layout``: the study folder's file names; ``results``: writing/reading them;
+- ``seed_groups``: Optuna over seed groups (mean over seeds, FAIL on divergence);
+- ``tuner``: the Tuner assembly shared by run and resume; ``schedulers``;
+- ``callback``: the driver side of a running study (records, progress, trial logs);
+- ``progress``: live progress display; ``status_view``: ``resweep status`` / ``logs``;
+- ``runner``: ``run_study`` / ``resume_study``.
+
+Attributes are imported lazily, so ``resweep status`` (which needs only ``status_view``)
+imports neither Ray nor torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "StudyConfig": "resweep.study.spec",
+    "load_study": "resweep.study.spec",
+    "study_from_dict": "resweep.study.spec",
+    "StudyResults": "resweep.study.results",
+    "print_status": "resweep.study.status_view",
+    "resume_study": "resweep.study.runner",
+    "run_study": "resweep.study.runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'resweep.study' has no attribute {name!r}")

@@ -1,41 +1,43 @@
-"""The study's own results, written by the platform (not left in Ray's folders).
+"""The study's own results, written by the driver (not left in Ray's folders).
 
-Files in the study folder (schema in docs/results-schema.md):
+Files (names in :mod:`resweep.study.layout`, schema in docs/results-schema.md):
 
-- ``trials.parquet``: one row per trial: id, label, seed, status, error, every config value
-  (``config.<path>``), the searched knobs (``param.<path>``), final and best metrics
-  (``final.<metric>``, ``best.<metric>``), iterations, time.
-- ``curves.parquet``: every report of every trial (``trial_id`` + the reported scalars).
-- ``per_image.parquet``: per-image metrics of every evaluation (``trial_id``, ``iteration``,
-  ``set``, ``image``, metrics and their baselines).
-- ``study.json``: what the analysis needs to know about the study (knobs, objectives,
-  baseline, paper reference).
+- ``trials.parquet``: one row per trial (a single small file, rewritten atomically);
+- ``curves.parquet/<trial_id>.parquet``: every report of one trial;
+- ``per_image.parquet/<trial_id>.parquet``: per-image metrics of every evaluation of one trial;
+- ``study.json``: what the analysis needs to know about the study.
 
-Each file is rewritten atomically, so a reader (``resweep status``, a report) never sees a
-partial file and a killed driver loses at most the reports since the last write.
+A flush rewrites only the parts of the trials that reported since the last one (never the
+whole study's curves), each part atomically: a reader never sees a partial file and a killed
+driver loses at most the reports since the last flush. Read the folders as one dataset with
+:func:`resweep.study.layout.read_parquet`.
+
+No torch, no Ray: ``resweep status`` uses the queries at the bottom.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resweep.engine.records import split_report, write_parquet_atomic
+from resweep.engine.records import split_report
+from resweep.fileio import atomic_path, write_text_atomic
 from resweep.metrics.directions import metric_direction
-
-TRIALS_FILE = "trials.parquet"
-CURVES_FILE = "curves.parquet"
-PER_IMAGE_FILE = "per_image.parquet"
-META_FILE = "study.json"
-
-# trial statuses in trials.parquet
-PENDING, RUNNING, FINISHED, DIVERGED, PRUNED, ERRORED = (
-    "pending", "running", "finished", "diverged", "pruned", "errored"
+from resweep.status import ENDED, Status
+from resweep.study.layout import (
+    CURVES_FILE,
+    PER_IMAGE_FILE,
+    StudyLayout,
+    parquet_exists,
+    read_parquet,
 )
 
 
@@ -62,61 +64,107 @@ def _is_number(value: Any) -> bool:
 
 
 def better(metric: str, mode: str | None = None) -> str:
-    """Direction in which a metric improves: the objective's mode, else the table's."""
+    """Direction in which a metric improves: the objective's mode, else the one table of directions."""
     return metric_direction(metric, mode)
+
+
+def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows (dicts with possibly different keys) as a table; a column mixing types holds JSON text."""
+    columns: dict[str, list[Any]] = {}
+    for row in rows:
+        for key in row:
+            columns.setdefault(key, [])
+    for key in columns:
+        columns[key] = [_plain(row.get(key)) for row in rows]
+    return pa.table({k: _column(v) for k, v in columns.items()}) if rows else pa.table({})
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Status) else value
+
+
+def _column(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([None if v is None else json.dumps(v) if not isinstance(v, str) else v for v in values])
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(rows_to_table(rows), tmp)
 
 
 class StudyResults:
     def __init__(self, study_dir: str | Path, meta: dict[str, Any] | None = None):
-        self.dir = Path(study_dir)
+        self.layout = StudyLayout(Path(study_dir))
+        self.dir = self.layout.root
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta or {}
         self.trials: dict[str, dict[str, Any]] = {}
-        self.curves: list[dict[str, Any]] = []
-        self.per_image: list[dict[str, Any]] = []
-        self._dirty = False
+        self.curves: dict[str, list[dict[str, Any]]] = {}  # trial_id -> its reports
+        self.per_image: dict[str, list[dict[str, Any]]] = {}
+        self._dirty_trials = False
+        self._dirty_parts: set[str] = set()
         self._last_flush = 0.0
         self.load()
 
     # ------------------------------------------------------------------ disk
     def load(self) -> None:
-        self.trials, self.curves, self.per_image = {}, [], []
-        if (self.dir / TRIALS_FILE).is_file():
-            for row in pq.read_table(self.dir / TRIALS_FILE).to_pylist():
-                self.trials[row["trial_id"]] = row
-        if (self.dir / CURVES_FILE).is_file():
-            self.curves = pq.read_table(self.dir / CURVES_FILE).to_pylist()
-        if (self.dir / PER_IMAGE_FILE).is_file():
-            self.per_image = pq.read_table(self.dir / PER_IMAGE_FILE).to_pylist()
-        if (self.dir / META_FILE).is_file() and not self.meta:
-            self.meta = json.loads((self.dir / META_FILE).read_text())
+        self.trials, self.curves, self.per_image = {}, {}, {}
+        for row in read_trials(self.dir):
+            self.trials[str(row["trial_id"])] = row
+        for name, store in ((CURVES_FILE, self.curves), (PER_IMAGE_FILE, self.per_image)):
+            path = self.dir / name
+            if not parquet_exists(path):
+                continue
+            for row in read_parquet(path).to_pylist():
+                store.setdefault(str(row["trial_id"]), []).append(row)
+            if path.is_file():  # a study written before parts existed: convert on next flush
+                path.unlink()
+                self._dirty_parts.update(store)
+        if self.layout.meta.is_file() and not self.meta:
+            self.meta = json.loads(self.layout.meta.read_text())
 
     def write_meta(self) -> None:
-        tmp = self.dir / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, default=str))
-        tmp.replace(self.dir / META_FILE)
+        write_text_atomic(self.layout.meta, json.dumps(self.meta, indent=2, default=str))
 
     def flush(self, force: bool = False, min_interval_s: float = 2.0) -> None:
-        if not self._dirty or (not force and time.monotonic() - self._last_flush < min_interval_s):
+        if not (self._dirty_trials or self._dirty_parts):
             return
-        write_parquet_atomic(list(self.trials.values()), self.dir / TRIALS_FILE)
-        write_parquet_atomic(self.curves, self.dir / CURVES_FILE)
-        write_parquet_atomic(self.per_image, self.dir / PER_IMAGE_FILE)
-        self._dirty = False
+        if not force and time.monotonic() - self._last_flush < min_interval_s:
+            return
+        for trial_id in sorted(self._dirty_parts):
+            for name, store in ((CURVES_FILE, self.curves), (PER_IMAGE_FILE, self.per_image)):
+                rows = store.get(trial_id)
+                if rows:
+                    write_rows(rows, self.layout.part(name, trial_id))
+        if self._dirty_trials:
+            write_rows(list(self.trials.values()), self.layout.trials)
+        self._dirty_trials = False
+        self._dirty_parts.clear()
         self._last_flush = time.monotonic()
 
     # ------------------------------------------------------------------ events
     def trial_started(
-        self, trial_id: str, label: str, seed: int, params: dict[str, Any], experiment: dict[str, Any]
+        self,
+        trial_id: str,
+        label: str,
+        seed: int,
+        params: dict[str, Any],
+        experiment: dict[str, Any],
+        *,
+        group: str = "",
     ) -> None:
         row = self.trials.get(trial_id)
-        if row is not None and row.get("status") in (FINISHED, DIVERGED, PRUNED):
+        if row is not None and row.get("status") in (Status.FINISHED, Status.DIVERGED, Status.PRUNED):
             return  # a restored trial that already ended: keep its row
         row = {
             "trial_id": trial_id,
             "label": label,
             "seed": seed,
-            "status": RUNNING,
+            "group": group,
+            "status": Status.RUNNING.value,
             "error": None,
             "iterations": 0,
             "time_total_s": 0.0,
@@ -125,10 +173,13 @@ class StudyResults:
             **{f"config.{k}": _scalar(v) for k, v in flatten(experiment).items()},
         }
         if trial_id in self.trials:  # restarted: keep what it had reported
-            row = {**row, **{k: v for k, v in self.trials[trial_id].items() if k.startswith(("final.", "best."))}}
-            row["iterations"] = self.trials[trial_id].get("iterations", 0)
+            old = self.trials[trial_id]
+            row = {**row, **{k: v for k, v in old.items() if k.startswith(("final.", "best."))}}
+            row["iterations"] = old.get("iterations", 0)
+            row["started_at"] = old.get("started_at") or row["started_at"]
         self.trials[trial_id] = row
-        self._dirty = True
+        self._dirty_trials = True
+        self.flush(force=True)
 
     def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         scalars, per_image = split_report(result)
@@ -138,21 +189,17 @@ class StudyResults:
             if key in ("config", "trial_id") or isinstance(value, dict | list):
                 continue
             curve[key] = value
+        curves = self.curves.setdefault(trial_id, [])
+        images = self.per_image.setdefault(trial_id, [])
         if iteration is not None:
             # reports repeated by a trial resumed from an earlier checkpoint replace the old ones
-            self.curves = [
-                r for r in self.curves
-                if r["trial_id"] != trial_id or (r.get("iteration") or -1) < iteration
-            ]
+            curves[:] = [r for r in curves if (r.get("iteration") or -1) < iteration]
             if per_image:
-                self.per_image = [
-                    r for r in self.per_image
-                    if r["trial_id"] != trial_id or (r.get("iteration") or -1) < iteration
-                ]
-        self.curves.append(curve)
-        self.per_image.extend({"trial_id": trial_id, **r} for r in per_image)
+                images[:] = [r for r in images if (r.get("iteration") or -1) < iteration]
+        curves.append(curve)
+        images.extend({"trial_id": trial_id, **r} for r in per_image)
 
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "status": RUNNING})
+        row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "status": Status.RUNNING.value})
         if iteration is not None:
             row["iterations"] = iteration
         if "time_total_s" in scalars:
@@ -169,43 +216,71 @@ class StudyResults:
             direction = better(key, objectives.get(key))
             if old is None or (value > old if direction == "max" else value < old):
                 row[best_key] = value
-        if scalars.get("status") == DIVERGED:
-            row["status"] = DIVERGED
-            row["error"] = f"loss diverged: {scalars.get('diverged_loss')}"
-        self._dirty = True
+        if scalars.get("status") == Status.DIVERGED:
+            row["status"] = Status.DIVERGED.value
+            # the engine names the rule that fired (loss or evaluation) and its numbers
+            row["diverged_rule"] = scalars.get("diverged_rule")
+            row["error"] = scalars.get("diverged_detail") or f"loss diverged: {scalars.get('diverged_loss')}"
+        self._dirty_trials = True
+        self._dirty_parts.add(trial_id)
         self.flush()
 
     def trial_completed(self, trial_id: str, last_result: dict[str, Any] | None, total_iterations: int) -> None:
         row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
         last = last_result or {}
-        if last.get("status") == "diverged" or row.get("status") == DIVERGED:
-            row["status"] = DIVERGED
+        if last.get("status") == Status.DIVERGED or row.get("status") == Status.DIVERGED:
+            row["status"] = Status.DIVERGED.value
         elif (row.get("iterations") or 0) < total_iterations:
-            row["status"] = PRUNED  # stopped early by the scheduler
+            row["status"] = Status.PRUNED.value  # stopped early by the scheduler
         else:
-            row["status"] = FINISHED
+            row["status"] = Status.FINISHED.value
         row["ended_at"] = time.time()
-        self._dirty = True
+        self._dirty_trials = True
         self.flush(force=True)
 
     def trial_errored(self, trial_id: str, message: str) -> None:
         row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
-        row["status"] = ERRORED
+        row["status"] = Status.ERRORED.value
         row["error"] = message[-4000:]
         row["ended_at"] = time.time()
-        self._dirty = True
+        self._dirty_trials = True
         self.flush(force=True)
+
+    def remove_parts(self) -> None:
+        """Forget every curve and per-image part (a fresh study in a reused folder)."""
+        for name in (CURVES_FILE, PER_IMAGE_FILE):
+            shutil.rmtree(self.dir / name, ignore_errors=True)
 
     # ------------------------------------------------------------------ queries
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys((PENDING, RUNNING, FINISHED, DIVERGED, PRUNED, ERRORED), 0)
-        for row in self.trials.values():
-            counts[row.get("status", RUNNING)] = counts.get(row.get("status", RUNNING), 0) + 1
-        return counts
+        return count_statuses(self.trials.values())
 
     def best(self, metric: str, mode: str) -> dict[str, Any] | None:
-        key = f"best.{metric}"
-        rows = [r for r in self.trials.values() if _is_number(r.get(key)) and r.get("status") != DIVERGED]
-        if not rows:
-            return None
-        return (max if mode == "max" else min)(rows, key=lambda r: r[key])
+        return best_trial(self.trials.values(), metric, mode)
+
+
+# --------------------------------------------------------------------------- light readers
+def read_trials(study_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of ``trials.parquet`` (empty when the study has no trial yet)."""
+    path = StudyLayout(Path(study_dir)).trials
+    return read_parquet(path).to_pylist() if parquet_exists(path) else []
+
+
+def count_statuses(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    counts = dict.fromkeys((s.value for s in Status), 0)
+    for row in rows:
+        status = str(row.get("status") or Status.RUNNING.value)
+        counts[status] = counts.get(status, 0) + 1
+    return counts
+
+
+def count_ended(counts: dict[str, int]) -> int:
+    return sum(counts.get(s.value, 0) for s in ENDED)
+
+
+def best_trial(rows: Iterable[dict[str, Any]], metric: str, mode: str) -> dict[str, Any] | None:
+    key = f"best.{metric}"
+    candidates = [r for r in rows if _is_number(r.get(key)) and r.get("status") != Status.DIVERGED]
+    if not candidates:
+        return None
+    return (max if mode == "max" else min)(candidates, key=lambda r: r[key])

@@ -7,6 +7,7 @@ value is reported with the path of the bad field.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,10 +20,12 @@ from resweep.search_spaces import (
     Distribution,
     Grid,
     condition_holds,
+    decode_params,
     expand_grid,
     probe_values,
     sample_random,
 )
+from resweep.study.trial_spec import TrialSpec
 
 
 class _Strict(BaseModel):
@@ -159,6 +162,26 @@ class StudyConfig(_Strict):
 
     def experiment_for(self, params: dict[str, Any], seed: int) -> ExperimentConfig:
         return self.base.with_overrides({**params, "train.seed": seed}, source=f"study '{self.name}'")
+
+    def trial_spec(self, params: dict[str, Any], seed: int, *, label: str = "", group: str = "") -> TrialSpec:
+        """Resolve one trial, once, on the driver: what it ships to the trial process."""
+        params = decode_params(params)
+        experiment = self.experiment_for(params, seed).to_dict()
+        return TrialSpec(label=label, seed=seed, params=params, experiment=experiment, group=group)
+
+    def trial_specs(self) -> list[TrialSpec]:
+        """Grid/random: every trial resolved; trials that differ only by seed share a group."""
+        groups: dict[str, str] = {}
+        specs = []
+        for trial in self.trial_configs():
+            key = json.dumps([trial["label"], trial["params"]], sort_keys=True, default=str)
+            group = groups.setdefault(key, f"g{len(groups):04d}")
+            specs.append(self.trial_spec(trial["params"], trial["seed"], label=trial["label"], group=group))
+        return specs
+
+    @property
+    def is_optuna(self) -> bool:
+        return self.search.algorithm.startswith("optuna")
 
     def validate_trials(self) -> None:
         """Build every trial config (grid/random) or probe every distribution's bounds (Optuna)."""

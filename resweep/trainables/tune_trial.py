@@ -3,7 +3,10 @@
 With one worker and ``in_process`` the trial process trains itself (no nested worker group);
 otherwise it builds and fits a ``TorchTrainer`` (the Train V2 + Tune pattern) whose workers'
 reports reach Tune through ``TuneReportCallback``. Either way this module knows nothing of
-any loss or method: it turns a Tune config into an ``ExperimentConfig`` and runs it.
+any loss or method: it receives a resolved :class:`~resweep.study.trial_spec.TrialSpec` and runs
+its experiment. Every trial logs to ``<study>/trials/<trial_id>/log.txt``; when it raises, the
+traceback goes there and a one-line summary to ``error.json`` beside it (the driver prints
+that line, not Ray's traceback).
 """
 
 from __future__ import annotations
@@ -12,40 +15,33 @@ import time
 from pathlib import Path
 from typing import Any
 
-from resweep.config import ExperimentConfig
-from resweep.search_spaces import decode_params
-
-#: keys of a Tune trial config that are not config paths
-TRIAL_KEY = "trial"
-REPEAT_INDEX_KEY = "__trial_index__"
+from resweep.study.layout import StudyLayout
+from resweep.study.trial_spec import TrialSettings, TrialSpec
+from resweep.trainables.trial_log import TrialLog
 
 
-def trial_params(config: dict[str, Any], seeds: list[int]) -> tuple[str, dict[str, Any], int]:
-    """(label, dotted overrides, seed) of a Tune trial config (grid/random or Optuna + Repeater)."""
-    if TRIAL_KEY in config:
-        spec = config[TRIAL_KEY]
-        return spec.get("label", ""), dict(spec["params"]), int(spec["seed"])
-    index = int(config.get(REPEAT_INDEX_KEY, 0))
-    params = {k: v for k, v in config.items() if k != REPEAT_INDEX_KEY}
-    return "", decode_params(params), seeds[index % len(seeds)]
-
-
-def study_trial(config: dict[str, Any], *, base: dict[str, Any], settings: dict[str, Any]) -> None:
-    """Tune function trainable. ``base``: the base experiment config; ``settings``: seeds,
-    resources and storage of the study (passed with ``tune.with_parameters``)."""
+def study_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
+    """Tune function trainable; ``settings`` come with ``tune.with_parameters``."""
     from ray import tune
 
-    label, params, seed = trial_params(config, settings["seeds"])
-    experiment = ExperimentConfig.from_dict(base, source="<study base>").with_overrides(
-        {**params, "train.seed": seed}, source="<trial>"
-    )
+    from resweep.config import ExperimentConfig
+
     trial_id = tune.get_context().get_trial_id()
-    settings = {**settings, "started_at": time.time()}
-    cache_dir = settings.get("cache_dir")
-    if settings["workers"] == 1 and settings["in_process"]:
-        _train_in_process(experiment, cache_dir, settings, _trial_scratch(trial_id))
-    else:
-        _train_with_torch_trainer(experiment, trial_id, cache_dir, settings)
+    layout = StudyLayout(Path(settings.study_dir)) if settings.study_dir else None
+    log = TrialLog(layout.trial_log(trial_id) if layout else None)
+    started_at = time.time()
+    with log.capture():
+        try:
+            spec = TrialSpec.from_tune_config(config)
+            log.info(f"trial {trial_id}: {spec.describe()} (group {spec.group or '-'})")
+            experiment = ExperimentConfig.from_dict(spec.experiment, source=f"<trial {trial_id}>")
+            if settings.uses_torch_trainer:
+                _train_with_torch_trainer(experiment, trial_id, settings, log, started_at)
+            else:
+                _train_in_process(experiment, trial_id, settings, log, started_at)
+        except Exception as exc:
+            log.record_exception(exc, layout.trial_error(trial_id) if layout else None)
+            raise
 
 
 def _trial_scratch(trial_id: str) -> Path:
@@ -57,17 +53,17 @@ def _trial_scratch(trial_id: str) -> Path:
     return path
 
 
-def _artifact_keys(experiment: ExperimentConfig, settings: dict[str, Any], scratch: Path) -> dict[str, str]:
-    """role -> key of the artifacts this trial reads (made by the driver; see resweep.stages)."""
-    from resweep.stages.produce import trial_artifact_keys
+def _artifact_uris(experiment: Any, settings: TrialSettings, scratch: Path, log: TrialLog) -> dict[str, str]:
+    """role -> URI of the artifacts this trial reads: made by the driver, or here for a stage
+    that Optuna's sampled knobs changed (same store, same commit protocol; see resweep.stages)."""
+    from resweep.stages.produce import artifact_uris, trial_artifact_keys
 
-    return trial_artifact_keys(
-        experiment, settings["storage"], settings.get("artifacts") or {}, scratch, log=_trial_logger()
-    )
+    keys = trial_artifact_keys(experiment, settings.storage, settings.artifact_keys, scratch, log=log.info)
+    return artifact_uris(settings.storage, keys)
 
 
 def _train_in_process(
-    experiment: ExperimentConfig, cache_dir: str | None, settings: dict[str, Any], scratch: Path
+    experiment: Any, trial_id: str, settings: TrialSettings, log: TrialLog, started_at: float
 ) -> None:
     import torch
     from ray import tune
@@ -77,60 +73,61 @@ def _train_in_process(
     from resweep.trainables.worker import TuneReporter, load_resume_state
 
     # Ray sets CUDA_VISIBLE_DEVICES for the trial's GPU share, so the first visible device is ours.
-    use_gpu = settings["gpus_per_worker"] > 0 and torch.cuda.is_available()
+    use_gpu = settings.gpus_per_worker > 0 and torch.cuda.is_available()
     device = torch.device("cuda", 0) if use_gpu else torch.device("cpu")
     if not use_gpu:
-        torch.set_num_threads(max(1, int(settings["cpus_per_worker"])))
-    from resweep.stages.produce import artifact_uris, fetch_artifacts
+        torch.set_num_threads(max(1, int(settings.cpus_per_worker)))
+    from resweep.stages.produce import fetch_artifacts
 
-    keys = _artifact_keys(experiment, settings, scratch)
-    artifacts = fetch_artifacts(artifact_uris(settings["storage"], keys), scratch)
+    scratch = _trial_scratch(trial_id)
+    artifacts = fetch_artifacts(_artifact_uris(experiment, settings, scratch, log), scratch)
     trainer = Trainer(
         experiment,
         world=World(rank=0, world_size=1, device=device),
         reporter=TuneReporter(),
         resume_state=load_resume_state(tune.get_checkpoint()),
-        cache_dir=Path(cache_dir) if cache_dir else None,
-        log=_trial_logger(),
-        started_at=settings.get("started_at") or time.time(),
-        image_dir=_image_dir(settings),
+        cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
+        log=log.info,
+        started_at=started_at,
+        image_dir=settings.image_dir(trial_id),
         artifacts=artifacts,
     )
     trainer.fit()
 
 
 def _train_with_torch_trainer(
-    experiment: ExperimentConfig, trial_id: str, cache_dir: str | None, settings: dict[str, Any]
+    experiment: Any, trial_id: str, settings: TrialSettings, log: TrialLog, started_at: float
 ) -> None:
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from resweep.stages.produce import artifact_uris
-    from resweep.trainables.worker import train_loop_per_worker
+    from resweep.trainables.worker import WorkerLoopConfig, train_loop_per_worker
 
-    keys = _artifact_keys(experiment, settings, _trial_scratch(trial_id))
-    use_gpu = settings["gpus_per_worker"] > 0
-    resources = {"CPU": settings["cpus_per_worker"]}
+    use_gpu = settings.gpus_per_worker > 0
+    resources = {"CPU": settings.cpus_per_worker}
     if use_gpu:
-        resources["GPU"] = settings["gpus_per_worker"]
+        resources["GPU"] = settings.gpus_per_worker
+    image_dir = settings.image_dir(trial_id)
+    loop_config = WorkerLoopConfig(
+        experiment=experiment.to_dict(),
+        cache_dir=settings.cache_dir,
+        started_at=started_at,
+        image_dir=str(image_dir) if image_dir else None,
+        log_path=str(log.path) if log.path else None,
+        artifacts=_artifact_uris(experiment, settings, _trial_scratch(trial_id), log),
+    )
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "experiment": experiment.to_dict(),
-            "cache_dir": cache_dir,
-            "artifacts": artifact_uris(settings["storage"], keys),  # role -> URI; workers fetch
-            "started_at": settings.get("started_at"),
-            "image_dir": str(_image_dir(settings)) if _image_dir(settings) else None,
-        },
+        train_loop_config=loop_config.to_dict(),
         scaling_config=ScalingConfig(
-            num_workers=settings["workers"], use_gpu=use_gpu, resources_per_worker=resources
+            num_workers=settings.workers, use_gpu=use_gpu, resources_per_worker=resources
         ),
         run_config=RunConfig(
             # same name on a restarted trial: Train V2 restores its latest checkpoint
             name=f"train-{trial_id}",
-            storage_path=settings["train_storage"],
-            failure_config=FailureConfig(max_failures=settings["max_failures"]),
+            storage_path=settings.train_storage,
+            failure_config=FailureConfig(max_failures=settings.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(num_to_keep=experiment.train.checkpoints_to_keep),
             callbacks=[TuneReportCallback()],
@@ -139,18 +136,3 @@ def _train_with_torch_trainer(
     result = trainer.fit()
     if result.error:
         raise result.error
-
-
-def _image_dir(settings: dict[str, Any]) -> Path | None:
-    """<study>/images/<trial_id>: on a cluster the study folder must be shared storage for these."""
-    from ray import tune
-
-    root = settings.get("image_root")
-    return Path(root) / tune.get_context().get_trial_id() if root else None
-
-
-def _trial_logger():
-    import logging
-
-    logger = logging.getLogger("resweep.trial")
-    return logger.info

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,44 +70,68 @@ def load_resume_state(checkpoint: Any) -> dict[str, Any] | None:
         return load_checkpoint(directory)
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point of each Ray Train worker.
+@dataclass(frozen=True)
+class WorkerLoopConfig:
+    """What every Ray Train worker of one run needs (sent as ``train_loop_config``)."""
 
-    ``loop_config``: ``experiment`` (an ExperimentConfig as a dict), optional ``output_dir``
-    (rank 0 keeps curves.parquet / per_image.parquet there) and ``cache_dir``.
-    """
+    experiment: dict[str, Any]
+    """an ExperimentConfig as a dict"""
+    output_dir: str | None = None
+    """rank 0 keeps curves.parquet / per_image.parquet there (``resweep train``)"""
+    cache_dir: str | None = None
+    started_at: float | None = None
+    """wall-clock start of the run: workers report startup_seconds against it"""
+    image_dir: str | None = None
+    log_path: str | None = None
+    """rank 0 appends its log lines there (a study trial's log.txt, a run's log.txt)"""
+    artifacts: dict[str, str] | None = None
+    """stage role -> artifact URI (see resweep.stages); each worker fetches its own copy"""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerLoopConfig:
+        return cls(**data)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of each Ray Train worker (``loop_config``: a :class:`WorkerLoopConfig` dict)."""
     import ray.train
     import ray.train.torch
 
+    from resweep.trainables.trial_log import TrialLog
+
     _quiet_report_log()
+    settings = WorkerLoopConfig.from_dict(loop_config)
     context = ray.train.get_context()
     world = World(
         rank=context.get_world_rank(),
         world_size=context.get_world_size(),
         device=ray.train.torch.get_device(),
     )
-    config = ExperimentConfig.from_dict(loop_config["experiment"], source="<trial config>")
-    output_dir = loop_config.get("output_dir")
-    recorder = RunRecorder(output_dir) if output_dir and world.is_main else None
-    cache_dir = loop_config.get("cache_dir")
-    artifacts = None
-    if loop_config.get("artifacts") is not None:
-        from resweep.stages.produce import fetch_artifacts
-        from resweep.stages.store import scratch_root
+    log = TrialLog(settings.log_path if world.is_main else None)
+    with log.capture(), log.recording_errors():
+        config = ExperimentConfig.from_dict(settings.experiment, source="<trial config>")
+        recorder = RunRecorder(settings.output_dir) if settings.output_dir and world.is_main else None
+        artifacts = None
+        if settings.artifacts is not None:
+            from resweep.stages.produce import fetch_artifacts
+            from resweep.stages.store import scratch_root
 
-        scratch = scratch_root() / context.get_experiment_name()
-        artifacts = fetch_artifacts(loop_config["artifacts"], scratch)
-    trainer = Trainer(
-        config,
-        world=world,
-        reporter=RayTrainReporter(recorder),
-        resume_state=load_resume_state(ray.train.get_checkpoint()),
-        cache_dir=Path(cache_dir) if cache_dir else None,
-        started_at=loop_config.get("started_at"),
-        image_dir=Path(loop_config["image_dir"]) if loop_config.get("image_dir") else None,
-        artifacts=artifacts,
-    )
-    trainer.fit()
+            artifacts = fetch_artifacts(settings.artifacts, scratch_root() / context.get_experiment_name())
+        trainer = Trainer(
+            config,
+            world=world,
+            reporter=RayTrainReporter(recorder),
+            resume_state=load_resume_state(ray.train.get_checkpoint()),
+            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
+            log=log.info if settings.log_path else print,
+            started_at=settings.started_at,
+            image_dir=Path(settings.image_dir) if settings.image_dir else None,
+            artifacts=artifacts,
+        )
+        trainer.fit()
 
 
 def _quiet_report_log() -> None:
