@@ -19,6 +19,8 @@ from resweep.models.swinir import (
 
 TINY = ["edsr_tiny", "rcan_tiny", "swinir_tiny", "dncnn_tiny", "unet_tiny", "sr_residual_tiny"]
 FULL = ["edsr_baseline", "edsr", "rcan", "swinir_light", "dncnn", "unet", "sr_residual"]
+# multi-frame models take a window of frames (+ noise map), not one image: tests/test_video_model.py
+VIDEO_TINY = ["fastdvdnet_tiny"]
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def scales_of(name: str) -> list[int]:
 def test_registered_names():
     names = list_models()
     assert set(TINY + FULL) <= set(names)
-    assert list_models("*_tiny") == sorted(TINY)
+    assert list_models("*_tiny") == sorted(TINY + VIDEO_TINY)
 
 
 @pytest.mark.parametrize("name", list_models())
@@ -56,7 +58,7 @@ def test_every_model_builds(name):
     assert isinstance(model.last_layer, nn.Conv2d)
     assert getattr(model, model.last_layer_name) is model.last_layer
     info = model_info(name)
-    assert info["name"] == name and info["task"] in ("sr", "denoise")
+    assert info["name"] == name and info["task"] in ("sr", "denoise", "video_denoise")
 
 
 # Published sizes: EDSR paper (baseline 1.37M, x2), RCAN paper (~15.4M, x2),
