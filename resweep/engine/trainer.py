@@ -13,9 +13,8 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -38,6 +37,15 @@ from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import EvalResult, Evaluator
 from resweep.engine.optim import build_optimizer, build_scheduler
 from resweep.engine.records import PER_IMAGE_KEY
+from resweep.engine.reporting import (
+    STATUS_DIVERGED,
+    STATUS_FINISHED,
+    STATUS_RUNNING,
+    NullReporter,
+    Reporter,
+    RunOutcome,
+    progress_line,
+)
 from resweep.engine.sampler import BatchKeySampler
 from resweep.engine.setup import (
     build_evaluator,
@@ -50,10 +58,9 @@ from resweep.errors import ConfigError
 from resweep.losses import get_pixel_loss
 from resweep.methods import MethodContext, World, build_methods
 from resweep.models import create_model
-from resweep.status import Status
 
-# The collapse rules live in engine.divergence, device/cache defaults in engine.setup;
-# importing them from here still works.
+# The collapse rules live in engine.divergence, device/cache defaults in engine.setup and the
+# reporting types in engine.reporting; importing them from here still works.
 __all__ = [
     "RULE_EVAL_NONFINITE",
     "RULE_EVAL_PSNR",
@@ -69,29 +76,6 @@ __all__ = [
     "default_cache_dir",
     "default_device",
 ]
-
-# plain strings in reports; their one definition is resweep.status.Status
-STATUS_RUNNING = Status.RUNNING.value
-STATUS_FINISHED = Status.FINISHED.value
-STATUS_DIVERGED = Status.DIVERGED.value
-
-
-class Reporter(Protocol):
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
-        """Called by every rank at the same iterations; ``checkpoint`` only on rank 0."""
-
-
-class NullReporter:
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
-        pass
-
-
-@dataclass
-class RunOutcome:
-    status: str
-    iteration: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-
 
 class Trainer:
     def __init__(
@@ -418,13 +402,4 @@ class Trainer:
         return RunOutcome(STATUS_DIVERGED, self.iteration, metrics)
 
     def _log_metrics(self, metrics: dict[str, Any]) -> None:
-        parts = [f"it {metrics['iteration']}/{self.cfg.train.iterations}"]
-        if "loss.total" in metrics:
-            parts.append(f"loss {metrics['loss.total']:.4g}")
-        parts.append(f"lr {metrics['lr']:.2e}")
-        parts.append(f"{metrics['time_per_step'] * 1000:.0f} ms/step")
-        for key, value in metrics.items():
-            if key.startswith("eval.") and key.endswith((".psnr_y", ".psnr")) and isinstance(value, float):
-                base = metrics.get(f"{key}_baseline")
-                parts.append(f"{key[5:]} {value:.2f}" + (f" (baseline {base:.2f})" if base else ""))
-        self.log(" | ".join(parts))
+        self.log(progress_line(metrics, self.cfg.train.iterations))
