@@ -13,9 +13,8 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -23,61 +22,60 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from resweep.config import ExperimentConfig
-from resweep.data import build_eval_set, build_train_dataset
+from resweep.data import build_train_dataset
 from resweep.degradations.tasks import build_task
-from resweep.engine.checkpoint import load_model_weights
+from resweep.engine.divergence import (
+    RULE_EVAL_NONFINITE,
+    RULE_EVAL_PSNR,
+    RULE_LOSS_ABOVE_MAX,
+    RULE_LOSS_NONFINITE,
+    eval_collapse,
+    loss_collapse,
+    loss_collapsed,
+)
 from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import EvalResult, Evaluator
-from resweep.engine.finetune import apply_finetune_setup, load_initial_weights
 from resweep.engine.optim import build_optimizer, build_scheduler
 from resweep.engine.records import PER_IMAGE_KEY
+from resweep.engine.reporting import (
+    STATUS_DIVERGED,
+    STATUS_FINISHED,
+    STATUS_RUNNING,
+    NullReporter,
+    Reporter,
+    RunOutcome,
+    progress_line,
+)
 from resweep.engine.sampler import BatchKeySampler
+from resweep.engine.setup import (
+    build_evaluator,
+    default_cache_dir,
+    default_device,
+    resolve_artifacts,
+    set_up_model,
+)
 from resweep.errors import ConfigError
 from resweep.losses import get_pixel_loss
 from resweep.methods import MethodContext, World, build_methods
 from resweep.models import create_model
-from resweep.status import Status
 
-# plain strings in reports; their one definition is resweep.status.Status
-STATUS_RUNNING = Status.RUNNING.value
-STATUS_FINISHED = Status.FINISHED.value
-STATUS_DIVERGED = Status.DIVERGED.value
-
-# Which collapse rule ended a run (reported as ``diverged_rule``, with ``diverged_detail``).
-RULE_LOSS_NONFINITE = "loss_nonfinite"
-RULE_LOSS_ABOVE_MAX = "loss_above_max"
-RULE_EVAL_NONFINITE = "eval_nonfinite_output"
-RULE_EVAL_PSNR = "eval_psnr_below_reference"
-
-
-class Reporter(Protocol):
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
-        """Called by every rank at the same iterations; ``checkpoint`` only on rank 0."""
-
-
-class NullReporter:
-    def report(self, metrics: dict[str, Any], checkpoint: dict[str, Any] | None) -> None:
-        pass
-
-
-@dataclass
-class RunOutcome:
-    status: str
-    iteration: int
-    metrics: dict[str, Any] = field(default_factory=dict)
-
-
-def default_device(config: ExperimentConfig) -> torch.device:
-    if config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
-    return torch.device("cpu")
-
-
-def default_cache_dir() -> Path:
-    import os
-
-    return Path(os.environ.get("RESWEEP_CACHE", Path.home() / ".cache" / "resweep"))
-
+# The collapse rules live in engine.divergence, device/cache defaults in engine.setup and the
+# reporting types in engine.reporting; importing them from here still works.
+__all__ = [
+    "RULE_EVAL_NONFINITE",
+    "RULE_EVAL_PSNR",
+    "RULE_LOSS_ABOVE_MAX",
+    "RULE_LOSS_NONFINITE",
+    "STATUS_DIVERGED",
+    "STATUS_FINISHED",
+    "STATUS_RUNNING",
+    "NullReporter",
+    "Reporter",
+    "RunOutcome",
+    "Trainer",
+    "default_cache_dir",
+    "default_device",
+]
 
 class Trainer:
     def __init__(
@@ -121,35 +119,8 @@ class Trainer:
         self.task = build_task(config.task)
         model = create_model(config.model.name, scale=config.scale, **config.model.kwargs)
         cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-        if artifacts is None:
-            # Not given by a study driver: make (or reuse) the declared stages here, in the same
-            # artifact store layout a study uses (<cache_dir>/artifacts/<key>).
-            from resweep.stages import prepare_local
-
-            artifacts, self.artifact_records = prepare_local(config, cache_dir, device=self.device, log=self.log)
-        else:
-            self.artifact_records = []
-        self.artifacts = dict(artifacts)
-        new_parameters: list[str] = []
-        init_path = config.model.init_from
-        if isinstance(init_path, dict):
-            from resweep.stages.train import WEIGHTS_FILE
-
-            init_path = self.artifacts["model.init_from"] / WEIGHTS_FILE
-        if init_path is not None:
-            new_parameters = load_initial_weights(
-                model,
-                load_model_weights(init_path),
-                allow_new_head=config.model.init_new_head,
-                source=str(init_path),
-            )
-        apply_finetune_setup(
-            model, config.train.trainable, config.model.reinit_last_layer, self.log, new_parameters
-        )
-        model.to(self.device)
-        if self.use_cuda and config.train.channels_last:
-            model.to(memory_format=torch.channels_last)
-        self.model = model
+        self.artifacts, self.artifact_records = resolve_artifacts(config, artifacts, cache_dir, self.device, self.log)
+        self.model = model = set_up_model(model, config, self.artifacts, self.device, self.log)
         self.ema = ModelEma(model, config.train.ema_decay) if config.train.ema_decay else None
 
         self.methods = build_methods(
@@ -176,22 +147,10 @@ class Trainer:
             dataset = method.wrap_train_dataset(dataset)
         self.dataset = dataset
 
-        self.evaluator: Evaluator | None = None
-        if self.world.is_main and config.eval.sets:
-            eval_task = self.task
-            quantize = config.eval.quantize_input
-            if quantize is not None and quantize != config.task.quantize_input:
-                # e.g. train on exact LR (ECO needs x = D(y)), evaluate on 8-bit LR (benchmarks)
-                eval_task = build_task(config.task.model_copy(update={"quantize_input": quantize}))
-            eval_sets = [
-                build_eval_set(spec, eval_task, seed=config.eval.seed, max_side=config.eval.max_side)
-                for spec in config.eval.sets
-            ]
-            self.evaluator = Evaluator(
-                eval_sets, eval_task, config.crop_border, self.device,
-                averages=config.eval.averages,
-                niqe_sets=[spec.niqe for spec in config.eval.sets],
-            )
+        # evaluation runs on rank 0 only
+        self.evaluator: Evaluator | None = (
+            build_evaluator(config, self.task, self.device) if self.world.is_main else None
+        )
 
         self.iteration = 0
         self.last_eval: dict[str, float] = {}
@@ -339,7 +298,7 @@ class Trainer:
             }
             terms = self.training_step(batch)
             loss_value = self._global_mean(terms["total"].detach())
-            if not math.isfinite(loss_value) or abs(loss_value) > cfg.train.divergence.max_abs_loss:
+            if loss_collapsed(loss_value, cfg.train.divergence):
                 return self._diverged(loss_value, terms)
             if spike is not None and self.loss_reference is not None and loss_value > spike * self.loss_reference:
                 self.skipped_steps += 1  # a spike: no optimiser step (the schedule still advances)
@@ -419,23 +378,8 @@ class Trainer:
 
     def _collapse_in(self, result: EvalResult) -> tuple[str, str] | None:
         """``(rule, detail)`` of the first evaluation collapse rule that fires, else None."""
-        rules = self.cfg.train.divergence
-        it = self.iteration
-        if rules.eval_nonfinite and result.nonfinite:
-            where = ", ".join(f"{n} image(s) of {s}" for s, n in result.nonfinite.items())
-            return RULE_EVAL_NONFINITE, f"non-finite outputs at iteration {it}: {where}"
-        margin = rules.eval_psnr_margin_db
-        if margin is None:
-            return None
-        for eval_set in self.evaluator.eval_sets if self.evaluator else []:
-            value = result.means[f"eval.{eval_set.name}.psnr"]
-            reference = result.means[f"eval.{eval_set.name}.psnr_baseline"]
-            if not math.isfinite(value) or value < reference - margin:
-                return RULE_EVAL_PSNR, (
-                    f"eval.{eval_set.name}.psnr {value:.2f} dB at iteration {it} is more than "
-                    f"{margin:g} dB below the no-learning reference {reference:.2f} dB"
-                )
-        return None
+        names = [eval_set.name for eval_set in self.evaluator.eval_sets] if self.evaluator else []
+        return eval_collapse(result, self.cfg.train.divergence, names, self.iteration)
 
     def _diverged_in_eval(self, metrics: dict[str, Any], rule: str, detail: str) -> RunOutcome:
         self.log(f"collapse seen in evaluation ({rule}): {detail}; ending the run")
@@ -452,25 +396,10 @@ class Trainer:
         metrics["status"] = STATUS_DIVERGED
         metrics["diverged"] = 1
         metrics["diverged_loss"] = loss_value if math.isfinite(loss_value) else str(loss_value)
-        if math.isfinite(loss_value):
-            metrics["diverged_rule"] = RULE_LOSS_ABOVE_MAX
-            limit = self.cfg.train.divergence.max_abs_loss
-            metrics["diverged_detail"] = f"|loss| {abs(loss_value):.4g} above max_abs_loss {limit:g}"
-        else:
-            metrics["diverged_rule"] = RULE_LOSS_NONFINITE
-            metrics["diverged_detail"] = f"loss is {loss_value!r}"
-        metrics["diverged_detail"] += f" at iteration {self.iteration + 1}"
+        rule, detail = loss_collapse(loss_value, self.cfg.train.divergence, self.iteration + 1)
+        metrics["diverged_rule"], metrics["diverged_detail"] = rule, detail
         self.reporter.report(metrics, None)
         return RunOutcome(STATUS_DIVERGED, self.iteration, metrics)
 
     def _log_metrics(self, metrics: dict[str, Any]) -> None:
-        parts = [f"it {metrics['iteration']}/{self.cfg.train.iterations}"]
-        if "loss.total" in metrics:
-            parts.append(f"loss {metrics['loss.total']:.4g}")
-        parts.append(f"lr {metrics['lr']:.2e}")
-        parts.append(f"{metrics['time_per_step'] * 1000:.0f} ms/step")
-        for key, value in metrics.items():
-            if key.startswith("eval.") and key.endswith((".psnr_y", ".psnr")) and isinstance(value, float):
-                base = metrics.get(f"{key}_baseline")
-                parts.append(f"{key[5:]} {value:.2f}" + (f" (baseline {base:.2f})" if base else ""))
-        self.log(" | ".join(parts))
+        self.log(progress_line(metrics, self.cfg.train.iterations))
