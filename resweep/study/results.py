@@ -220,7 +220,9 @@ class StudyResults:
             row["status"] = Status.DIVERGED.value
             # the engine names the rule that fired (loss or evaluation) and its numbers
             row["diverged_rule"] = scalars.get("diverged_rule")
-            row["error"] = scalars.get("diverged_detail") or f"loss diverged: {scalars.get('diverged_loss')}"
+            rule = scalars.get("diverged_rule") or "loss"
+            detail = scalars.get("diverged_detail") or f"loss {scalars.get('diverged_loss')}"
+            row["error"] = f"diverged ({rule}): {detail}"
         self._dirty_trials = True
         self._dirty_parts.add(trial_id)
         self.flush()
