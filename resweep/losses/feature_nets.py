@@ -31,6 +31,7 @@ from resweep.losses.weights_files import (
     load_state_mapping,
     torch_hub_checkpoints,
 )
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 VGGArch = Literal["vgg16", "vgg19"]
 Normalize = Literal["imagenet", "none"]
@@ -43,8 +44,6 @@ TORCHVISION_FILES: dict[str, str] = {
 }
 _CONFIGS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 _WIDTHS = (64, 128, 256, 512, 512)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _FEATURE_KEY = re.compile(r"(?:^|\.)features\.(\d+)\.(weight|bias)$")
 

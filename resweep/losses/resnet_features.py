@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from resweep.errors import ResweepError, WeightsNotFoundError
-from resweep.losses.feature_nets import IMAGENET_MEAN, IMAGENET_STD
 from resweep.losses.weights_files import (
     candidate_files,
     find_weights_file,
     load_state_mapping,
     torch_hub_checkpoints,
 )
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 ResNetArch = Literal["resnet18", "resnet50"]
 ResNetStage = Literal["layer1", "layer2", "layer3", "layer4"]
