@@ -24,12 +24,13 @@ from typing import Literal
 import torch
 from torch import nn
 
-from resweep.errors import ResweepError, WeightsNotFoundError
+from resweep.errors import ResweepError
 from resweep.losses.weights_files import (
     candidate_files,
     find_weights_file,
     load_state_mapping,
     torch_hub_checkpoints,
+    weights_or_random,
 )
 from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
@@ -173,16 +174,11 @@ class VGGFeatures(nn.Module):
                     modules.append(nn.MaxPool2d(2, 2))
             self.features = nn.Sequential(*modules)
 
-        self.weights_path: Path | None = None
-        try:
-            path = resolve_weights(arch, weights)
-        except WeightsNotFoundError:
-            if not allow_random or weights is not None:
-                raise
-            path = None
-        if path is not None:
-            self._load(path)
-            self.weights_path = path
+        self.weights_path: Path | None = weights_or_random(
+            lambda: resolve_weights(arch, weights), explicit=weights is not None, allow_random=allow_random
+        )
+        if self.weights_path is not None:
+            self._load(self.weights_path)
         elif log is not None:
             log(self.note() or "")
 

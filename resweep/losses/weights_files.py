@@ -57,6 +57,20 @@ def find_weights_file(
     raise WeightsNotFoundError(explicit_missing(tried) if explicit else none_found(tried))
 
 
+def weights_or_random(resolve: Callable[[], Path], explicit: bool, allow_random: bool) -> Path | None:
+    """``resolve()``, or ``None`` (random weights) when no file exists and that is allowed.
+
+    A missing explicit path is always refused: random weights stand in only for a file that was
+    not named.
+    """
+    try:
+        return resolve()
+    except WeightsNotFoundError:
+        if not allow_random or explicit:
+            raise
+        return None
+
+
 def load_state_mapping(path: Path, what: str, nested_keys: Sequence[str]) -> Mapping:
     """The state dict in a ``.safetensors`` or torch file (``weights_only``), unwrapped.
 
