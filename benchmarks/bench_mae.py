@@ -80,15 +80,8 @@ def main(argv: list[str] | None = None) -> None:
 
 def _encoder_artifact(variant: str, arch: str, crop: int, out_dir: Path) -> Path:
     """A randomly initialised MAE artifact (one pretraining step: the cost of E is the same)."""
-    try:
-        from resweep.stages.mae_pretrain import MaePretrainStage, produce_mae_pretrain
-    except ImportError:  # resweep.stages not on this branch yet: the tests' stand-in of its contract
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from test_mae import ensure_stages
-
-        ensure_stages()
-        from resweep.stages.mae_pretrain import MaePretrainStage, produce_mae_pretrain
     from resweep.stages import StageContext
+    from resweep.stages.mae_pretrain import MaePretrainStage, produce_mae_pretrain
 
     definition = MaePretrainStage(
         variant=variant, arch=arch, steps=1, batch_size=2, crop=crop,

@@ -1,76 +1,28 @@
-"""MAE as a learned loss: networks, the mae_pretrain stage and the mae_loss method.
-
-Until ``resweep.stages`` lands on this branch, ``ensure_stages`` installs a minimal stand-in
-of the stages contract (``StageDefinition``, ``StageContext``, ``register_stage``) so the
-producer can be called directly; runs get their encoder through ``MethodContext.artifacts``.
-"""
+"""MAE as a learned loss: networks, the mae_pretrain stage and the mae_loss method."""
 
 from __future__ import annotations
 
 import functools
-import importlib
-import sys
-import types
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict
 
 from resweep.config import ExperimentConfig
 from resweep.methods import MethodContext, World
+from resweep.methods.mae_loss import MaeLoss
 from resweep.models.mae_conv import region_mask
 from resweep.models.mae_vit import VIT_MAE_ARCHS, MaeEncoder, VitMae
-
-from conftest import ROOT, tiny_config_dict
-
-
-def ensure_stages() -> types.ModuleType:
-    """The real ``resweep.stages`` if present, else a minimal stand-in of its contract."""
-    try:
-        module = importlib.import_module("resweep.stages")
-        if hasattr(module, "register_stage"):
-            return module
-    except ImportError:
-        pass
-    shim = types.ModuleType("resweep.stages")
-    shim.__path__ = [str(ROOT / "resweep" / "stages")]
-
-    class StageDefinition(BaseModel):
-        model_config = ConfigDict(extra="forbid", validate_assignment=True)
-        kind: str
-
-    @dataclass
-    class StageContext:
-        log: Callable[[str], None] = print
-        device: torch.device | None = None
-        artifacts: dict[str, Path] = field(default_factory=dict)
-
-        def artifact_dir(self, role: str) -> Path:
-            return Path(self.artifacts[role])
-
-    def register_stage(kind, definition_class):
-        return lambda produce: produce
-
-    shim.StageDefinition, shim.StageContext, shim.register_stage = StageDefinition, StageContext, register_stage
-    sys.modules["resweep.stages"] = shim
-    import resweep
-
-    resweep.stages = shim  # type: ignore[attr-defined]
-    return shim
-
-
-STAGES = ensure_stages()
-from resweep.methods.mae_loss import MaeLoss  # noqa: E402
-from resweep.stages.mae_pretrain import (  # noqa: E402
+from resweep.stages import PRODUCED, REUSED, StageContext, prepare_local
+from resweep.stages.mae_pretrain import (
     MaePretrainStage,
     load_autoencoder,
     load_encoder,
     produce_mae_pretrain,
 )
+
+from conftest import tiny_config_dict
 
 
 def make_artifact(tmp: Path, variant: str, steps: int = 1, **kw) -> tuple[Path, dict]:
@@ -79,7 +31,7 @@ def make_artifact(tmp: Path, variant: str, steps: int = 1, **kw) -> tuple[Path, 
         data={"kind": "demo", "split": "all"}, held_out_images=2, heldout_crops_per_image=4, **kw,
     )
     out = tmp / f"{variant}-{steps}"
-    metrics = produce_mae_pretrain(definition, out, STAGES.StageContext(log=lambda _m: None))
+    metrics = produce_mae_pretrain(definition, out, StageContext(log=lambda _m: None))
     return out, metrics
 
 
@@ -346,17 +298,10 @@ def test_bad_layer_index_is_a_clear_error():
         build_method(_artifact("vit"), variant="ctmae", layers=[5])
 
 
-def test_training_run_adds_the_mae_term(monkeypatch, reporter, tmp_path):
-    """A real engine run. With the stages layer present the Trainer makes the (tiny) encoder
-    itself; until it lands here, the encoder is handed over as that layer will do."""
-    import resweep.engine.trainer as trainer_mod
+def test_training_run_adds_the_mae_term(reporter, tmp_path):
+    """A real engine run: the Trainer makes the (tiny) encoder itself through the stages layer."""
     from resweep.engine.trainer import Trainer
 
-    if not hasattr(STAGES, "prepare_local"):
-        monkeypatch.setattr(
-            trainer_mod, "MethodContext",
-            functools.partial(MethodContext, artifacts={"encoder": _artifact("vit")}),
-        )
     tiny_pretrain = {"arch": "tiny", "crop": 32, "steps": 2, "batch_size": 2,
                      "data": {"kind": "demo", "split": "all"}, "held_out_images": 2}
     cfg = ExperimentConfig.from_dict(tiny_config_dict(**{
@@ -374,9 +319,7 @@ def test_training_run_adds_the_mae_term(monkeypatch, reporter, tmp_path):
 
 def test_encoder_is_made_once_for_four_trials(tmp_path):
     """Four trials of a sweep (two λ x two seeds) share one pretraining: the first makes the
-    encoder, the others reuse it from the store (needs the stages layer; skipped before it lands)."""
-    if not hasattr(STAGES, "prepare_local"):
-        pytest.skip("resweep.stages (prepare_local) is not on this branch yet")
+    encoder, the others reuse it from the store."""
     tiny_pretrain = {"arch": "tiny", "crop": 32, "steps": 2, "batch_size": 2,
                      "data": {"kind": "demo", "split": "all"}, "held_out_images": 2}
     statuses, folders = [], set()
@@ -386,10 +329,10 @@ def test_encoder_is_made_once_for_four_trials(tmp_path):
                 "methods.mae_loss": {"variant": "ccmae", "weight": weight, "pretrain": tiny_pretrain},
                 "train.seed": seed,
             }))
-            artifacts, records = STAGES.prepare_local(cfg, tmp_path / "store", scratch=tmp_path / f"s{weight}{seed}",
+            artifacts, records = prepare_local(cfg, tmp_path / "store", scratch=tmp_path / f"s{weight}{seed}",
                                                       log=lambda _m: None)
             statuses += [r.status for r in records]
             folders.add(records[0].key)
             assert (artifacts["mae_loss.encoder"] / "encoder.pt").is_file()
-    assert statuses == [STAGES.PRODUCED] + [STAGES.REUSED] * 3
+    assert statuses == [PRODUCED] + [REUSED] * 3
     assert len(folders) == 1

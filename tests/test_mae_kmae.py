@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_mae import ensure_stages
 
 from resweep.config import ExperimentConfig
 from resweep.errors import WeightsNotFoundError
@@ -21,7 +20,6 @@ from resweep.models.mae_weights import (
 
 from conftest import tiny_config_dict
 
-ensure_stages()
 TINY = VIT_MAE_ARCHS["tiny"]
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_mae import ensure_stages
-
-ensure_stages()
 
 PRESETS = ["mae_table2", "mae_table3", "mae_table3_x4", "mae_table7"]
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from resweep.presets import load_preset
+from resweep.stages import parse_stage
 
 TABLES = ["rcl_table1", "rcl_table2", "rcl_table3"]
 
@@ -25,6 +28,52 @@ def test_every_row_has_the_papers_number_beside_it(name):
     assert len(study.seeds) >= 3
 
 
+def _backbone(stage) -> dict:
+    """What defines a pretrained backbone's weights: the stage's key definition (no name, eval
+    or logging) with switched-off methods dropped (``enabled: false`` trains nothing)."""
+    experiment = stage.key_definition()["experiment"]
+    experiment["methods"] = {k: v for k, v in experiment.get("methods", {}).items() if v["enabled"]}
+    return experiment
+
+
+def _pretraining_rows() -> dict[str, dict]:
+    """rcl_pretrain.yaml's rows, each as the `train` stage it would be."""
+    pre = load_preset("rcl_pretrain")
+    rows = {}
+    for trial in pre.trial_configs():
+        exp = pre.experiment_for(trial["params"], trial["seed"])
+        rows[trial["label"]] = _backbone(parse_stage({"kind": "train", "experiment": exp.to_dict()}))
+    return rows
+
+
+def test_each_row_pretrains_its_backbone_as_a_train_stage():
+    """Every fine-tuning row names the rcl_pretrain row of its method as a built-in `train`
+    stage, with that row's experiment exactly; rows of one method share one stage."""
+    rows = _pretraining_rows()
+    assert {label: sorted(e["methods"]) for label, e in rows.items()} == {
+        "n2n": ["noise2noise"], "n2s": ["noise2self"], "rcl_bd": ["rcl"], "rcl_mmd": ["rcl"],
+        "rcl_emd": ["rcl"], "sl_den": []}
+    assert {label: e["methods"]["rcl"]["distance"] for label, e in rows.items() if "rcl" in e["methods"]} == {
+        "rcl_bd": "bhattacharyya", "rcl_mmd": "mmd", "rcl_emd": "emd"}
+    expected_stages = {"rcl_table1": 5, "rcl_table2": 6, "rcl_table3": 1}
+    for name in TABLES:
+        study = load_preset(name)
+        keys = set()
+        for trial in study.trial_configs():
+            exp = study.experiment_for(trial["params"], trial["seed"])
+            label = trial["label"]
+            stages = exp.stages()
+            if label.endswith("oracle") or label.startswith("sl_"):
+                assert "model.init_from" not in stages, label
+                continue
+            stage = stages["model.init_from"]
+            assert stage.kind == "train" and stage.config().task.scale == 1
+            row = "rcl_emd" if name == "rcl_table3" else label.split("_", 1)[1] if name == "rcl_table2" else label
+            assert _backbone(stage) == rows[row], f"{name} {label}"
+            keys.add(json.dumps(stage.key_definition(), sort_keys=True))
+        assert len(keys) == expected_stages[name], name
+
+
 def test_proxy_protocol_of_each_row():
     t1 = load_preset("rcl_table1")
     for trial in t1.trial_configs():
@@ -33,17 +82,13 @@ def test_proxy_protocol_of_each_row():
             assert exp.train.trainable == "all" and exp.model.init_from is None
         else:
             assert exp.train.trainable == "last_layer" and exp.model.reinit_last_layer
-            assert trial["label"] in str(exp.model.init_from)
     t2 = load_preset("rcl_table2")
     kinds = {t2.experiment_for(t["params"], 0).task.kind for t in t2.trial_configs()}
     assert kinds == {"sr", "hetero_denoise_sr"}
+    for trial in t2.trial_configs():
+        exp = t2.experiment_for(trial["params"], 0)
+        assert exp.task.scale == 2 and exp.model.init_new_head
     t3 = load_preset("rcl_table3")
     for trial in t3.trial_configs():
         exp = t3.experiment_for(trial["params"], trial["seed"])
         assert (exp.model.init_from is not None) == trial["label"].startswith("rcl_sl")
-    pre = load_preset("rcl_pretrain")
-    methods = {
-        t["label"]: sorted(pre.experiment_for(t["params"], 0).enabled_methods) for t in pre.trial_configs()
-    }
-    assert methods == {"n2n": ["noise2noise"], "n2s": ["noise2self"], "rcl_bd": ["rcl"],
-                       "rcl_mmd": ["rcl"], "rcl_emd": ["rcl"], "sl_den": []}

@@ -1,55 +1,18 @@
-"""Spatiotemporal MAE: per-tubelet masking, tubelet order, the mae_video_pretrain stage.
-
-Until ``resweep.stages`` (stages branch) is merged, :func:`ensure_stages` installs a minimal
-stand-in of the stages contract so the producer can be called directly.
-"""
+"""Spatiotemporal MAE: per-tubelet masking, tubelet order, the mae_video_pretrain stage."""
 
 from __future__ import annotations
 
-import importlib
-import sys
-import types
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-
 import pytest
 import torch
-from pydantic import BaseModel, ConfigDict
 
 from resweep.models.mae_video import VIDEO_MAE_ARCHS, VideoMae, random_tubelet_keep_ids
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def ensure_stages() -> types.ModuleType:
-    """The real ``resweep.stages`` if present, else a minimal stand-in of its contract."""
-    try:
-        module = importlib.import_module("resweep.stages")
-        if hasattr(module, "register_stage"):
-            return module
-    except ImportError:
-        pass
-    shim = types.ModuleType("resweep.stages")
-    shim.__path__ = [str(ROOT / "resweep" / "stages")]
-
-    class StageDefinition(BaseModel):
-        model_config = ConfigDict(extra="forbid", validate_assignment=True)
-        kind: str
-
-    @dataclass
-    class StageContext:
-        log: Callable[[str], None] = print
-        device: torch.device | None = None
-        artifacts: dict[str, Path] = field(default_factory=dict)
-
-        def artifact_dir(self, role: str) -> Path:
-            return Path(self.artifacts[role])
-
-    shim.StageDefinition, shim.StageContext = StageDefinition, StageContext
-    shim.register_stage = lambda kind, definition_class: (lambda produce: produce)
-    sys.modules["resweep.stages"] = shim
-    return shim
+from resweep.stages import StageContext
+from resweep.stages.mae_video_pretrain import (
+    ENCODER_FILE,
+    MaeVideoPretrainStage,
+    load_video_encoder,
+    produce_mae_video_pretrain,
+)
 
 
 def tiny_mae(seed: int = 0) -> VideoMae:
@@ -110,21 +73,12 @@ def test_tubelet_targets_follow_the_token_order():
 
 
 def test_video_mae_pretraining_beats_the_tubelet_mean_on_held_out_clips(tmp_path):
-    ensure_stages()
-    from resweep.stages.mae_video_pretrain import (
-        ENCODER_FILE,
-        MaeVideoPretrainStage,
-        load_video_encoder,
-        produce_mae_video_pretrain,
-    )
-
-    stages = sys.modules["resweep.stages"]
     definition = MaeVideoPretrainStage(
         arch="tiny", num_frames=4, crop=32, steps=200, batch_size=8, lr=2e-3,
         data={"kind": "video_demo", "split": "all"}, held_out_clips=2, heldout_windows_per_clip=6,
     )
     logs: list[str] = []
-    metrics = produce_mae_video_pretrain(definition, tmp_path, stages.StageContext(log=logs.append))
+    metrics = produce_mae_video_pretrain(definition, tmp_path, StageContext(log=logs.append))
     assert metrics["heldout_masked_loss"] < 0.9 * metrics["heldout_tubelet_mean_loss"], metrics
     assert "held-out masked loss" in logs[-1]
     encoder = load_video_encoder(tmp_path)
@@ -134,11 +88,7 @@ def test_video_mae_pretraining_beats_the_tubelet_mean_on_held_out_clips(tmp_path
 
 
 def test_a_video_set_too_small_for_the_held_out_split_is_refused(tmp_path):
-    ensure_stages()
-    from resweep.stages.mae_video_pretrain import MaeVideoPretrainStage, produce_mae_video_pretrain
-
-    stages = sys.modules["resweep.stages"]
     definition = MaeVideoPretrainStage(arch="tiny", steps=1, data={"kind": "video_demo", "split": "eval"},
                                        held_out_clips=2)
     with pytest.raises(ValueError, match="has 2 clip\\(s\\); it needs more than held_out_clips=2"):
-        produce_mae_video_pretrain(definition, tmp_path, stages.StageContext())
+        produce_mae_video_pretrain(definition, tmp_path, StageContext())

@@ -16,16 +16,23 @@ output) instead; it is a knob, not the authors' setting.
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
-from resweep.errors import ResweepError, WeightsNotFoundError
+from resweep.errors import ResweepError
+from resweep.losses.weights_files import (
+    candidate_files,
+    find_weights_file,
+    load_state_mapping,
+    torch_hub_checkpoints,
+    weights_or_random,
+)
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 VGGArch = Literal["vgg16", "vgg19"]
 Normalize = Literal["imagenet", "none"]
@@ -38,8 +45,6 @@ TORCHVISION_FILES: dict[str, str] = {
 }
 _CONFIGS: dict[str, tuple[int, ...]] = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 _WIDTHS = (64, 128, 256, 512, 512)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _FEATURE_KEY = re.compile(r"(?:^|\.)features\.(\d+)\.(weight|bias)$")
 
@@ -76,61 +81,36 @@ def _feature_index(arch: str, layer: str, before_relu: bool) -> int:
 
 def candidate_weight_files(arch: str, weights: str | Path | None = None) -> list[tuple[str, Path]]:
     """Where the weights are looked for, in order: ``[(how it was named, path), ...]``."""
-    if weights is not None:
-        return [("argument", Path(weights).expanduser())]
-    found: list[tuple[str, Path]] = []
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        found.append((f"${WEIGHTS_ENV}", Path(env).expanduser()))
-    hub = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_FILES[arch]
-    found.append(("torch hub cache", hub))
-    return found
+    hub = torch_hub_checkpoints() / TORCHVISION_FILES[arch]
+    return candidate_files(weights, WEIGHTS_ENV, [("torch hub cache", hub)])
 
 
 def resolve_weights(arch: str, weights: str | Path | None = None) -> Path:
     """The local weights file to use, or :class:`WeightsNotFoundError` saying what was tried."""
-    candidates = candidate_weight_files(arch, weights)
-    for _, path in candidates:
-        if path.is_file():
-            return path
-    tried = "\n".join(f"  - {path} ({how})" for how, path in candidates)
-    if weights is not None:
-        # An explicit path that does not exist is a mistake: do not silently look elsewhere.
-        raise WeightsNotFoundError(
+    return find_weights_file(
+        candidate_weight_files(arch, weights),
+        explicit=weights is not None,
+        explicit_missing=lambda tried: (
             f"{arch} feature-network weights file not found:\n{tried}\n"
             "Give the path of an existing torchvision or timm VGG state dict."
-        )
-    raise WeightsNotFoundError(
-        f"no {arch} ImageNet weights found for the feature network (nothing is downloaded). "
-        f"Looked for:\n{tried}\n"
-        f"Provide one of: the path in the config (e.g. methods.spn.feature_weights), the "
-        f"environment variable {WEIGHTS_ENV}=/path/to/{TORCHVISION_FILES[arch]}, or the file "
-        f"{TORCHVISION_FILES[arch]} from torchvision ({arch} IMAGENET1K_V1) copied into "
-        f"{Path(torch.hub.get_dir()) / 'checkpoints'}. A timm '{arch}' state dict works too. "
-        "To run anyway with random (untrained) features, which is not the paper's setting, "
-        "allow it explicitly (allow_random_features: true)."
+        ),
+        none_found=lambda tried: (
+            f"no {arch} ImageNet weights found for the feature network (nothing is downloaded). "
+            f"Looked for:\n{tried}\n"
+            f"Provide one of: the path in the config (e.g. methods.spn.feature_weights), the "
+            f"environment variable {WEIGHTS_ENV}=/path/to/{TORCHVISION_FILES[arch]}, or the file "
+            f"{TORCHVISION_FILES[arch]} from torchvision ({arch} IMAGENET1K_V1) copied into "
+            f"{torch_hub_checkpoints()}. A timm '{arch}' state dict works too. "
+            "To run anyway with random (untrained) features, which is not the paper's setting, "
+            "allow it explicitly (allow_random_features: true)."
+        ),
     )
 
 
 def load_vgg_feature_state(path: str | Path) -> dict[int, dict[str, torch.Tensor]]:
     """``{features index: {"weight": ..., "bias": ...}}`` from a torchvision or timm file."""
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: object = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch/safetensors raise several types for bad files
-        raise ResweepError(f"cannot load VGG weights {path}: {exc}") from exc
-    # Checkpoints sometimes nest the weights (timm train scripts, lightning, BasicSR).
-    for key in ("state_dict", "model", "params", "net"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping):
-        raise ResweepError(f"{path} holds no state dict (got {type(state).__name__})")
+    state = load_state_mapping(path, "VGG", ("state_dict", "model", "params", "net"))
     convs: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in state.items():
         match = _FEATURE_KEY.search(str(key))
@@ -194,16 +174,11 @@ class VGGFeatures(nn.Module):
                     modules.append(nn.MaxPool2d(2, 2))
             self.features = nn.Sequential(*modules)
 
-        self.weights_path: Path | None = None
-        try:
-            path = resolve_weights(arch, weights)
-        except WeightsNotFoundError:
-            if not allow_random or weights is not None:
-                raise
-            path = None
-        if path is not None:
-            self._load(path)
-            self.weights_path = path
+        self.weights_path: Path | None = weights_or_random(
+            lambda: resolve_weights(arch, weights), explicit=weights is not None, allow_random=allow_random
+        )
+        if self.weights_path is not None:
+            self._load(self.weights_path)
         elif log is not None:
             log(self.note() or "")
 

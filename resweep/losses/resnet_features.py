@@ -10,16 +10,22 @@ stages are needed, so a file holding just those loads too.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
-from resweep.errors import ResweepError, WeightsNotFoundError
-from resweep.losses.feature_nets import IMAGENET_MEAN, IMAGENET_STD
+from resweep.errors import ResweepError
+from resweep.losses.weights_files import (
+    candidate_files,
+    find_weights_file,
+    load_state_mapping,
+    torch_hub_checkpoints,
+    weights_or_random,
+)
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 ResNetArch = Literal["resnet18", "resnet50"]
 ResNetStage = Literal["layer1", "layer2", "layer3", "layer4"]
@@ -34,31 +40,23 @@ _STAGES = ("layer1", "layer2", "layer3", "layer4")
 
 def resolve_resnet_weights(arch: str, weights: str | Path | None = None) -> Path:
     """The local weights file to use, or :class:`WeightsNotFoundError` saying what was tried."""
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if path.is_file():
-            return path
-        raise WeightsNotFoundError(
-            f"{arch} encoder weights file not found: {path}. Give the path of an existing "
+    hub = torch_hub_checkpoints()
+    cache = [("torch hub cache", hub / name) for name in RESNET_TORCHVISION_FILES[arch]]
+    return find_weights_file(
+        candidate_files(weights, RESNET_WEIGHTS_ENV, cache),
+        explicit=weights is not None,
+        explicit_missing=lambda tried: (
+            f"{arch} encoder weights file not found:\n{tried}\nGive the path of an existing "
             "torchvision or timm ResNet state dict."
-        )
-    candidates: list[tuple[str, Path]] = []
-    env = os.environ.get(RESNET_WEIGHTS_ENV)
-    if env:
-        candidates.append((f"${RESNET_WEIGHTS_ENV}", Path(env).expanduser()))
-    hub = Path(torch.hub.get_dir()) / "checkpoints"
-    candidates += [("torch hub cache", hub / name) for name in RESNET_TORCHVISION_FILES[arch]]
-    for _, path in candidates:
-        if path.is_file():
-            return path
-    tried = "\n".join(f"  - {path} ({how})" for how, path in candidates)
-    raise WeightsNotFoundError(
-        f"no {arch} ImageNet weights found for the consistency encoder (nothing is downloaded). "
-        f"Looked for:\n{tried}\nProvide one of: the path in the config "
-        f"(methods.rcl.encoder_weights), ${RESNET_WEIGHTS_ENV}=/path/to/"
-        f"{RESNET_TORCHVISION_FILES[arch][0]}, or that torchvision file copied into {hub}. "
-        "To run anyway with random (untrained) features, which is not the paper's setting, "
-        "allow it explicitly (methods.rcl.allow_random_features: true)."
+        ),
+        none_found=lambda tried: (
+            f"no {arch} ImageNet weights found for the consistency encoder (nothing is downloaded). "
+            f"Looked for:\n{tried}\nProvide one of: the path in the config "
+            f"(methods.rcl.encoder_weights), ${RESNET_WEIGHTS_ENV}=/path/to/"
+            f"{RESNET_TORCHVISION_FILES[arch][0]}, or that torchvision file copied into {hub}. "
+            "To run anyway with random (untrained) features, which is not the paper's setting, "
+            "allow it explicitly (methods.rcl.allow_random_features: true)."
+        ),
     )
 
 
@@ -89,16 +87,11 @@ class ResNetFeatures(nn.Module):
         self.body = nn.Sequential(*(getattr(full, name) for name in kept))
         self._names = kept
 
-        self.weights_path: Path | None = None
-        try:
-            path = resolve_resnet_weights(arch, weights)
-        except WeightsNotFoundError:
-            if not allow_random or weights is not None:
-                raise
-            path = None
-        if path is not None:
-            self._load(path)
-            self.weights_path = path
+        self.weights_path: Path | None = weights_or_random(
+            lambda: resolve_resnet_weights(arch, weights), explicit=weights is not None, allow_random=allow_random
+        )
+        if self.weights_path is not None:
+            self._load(self.weights_path)
         elif log is not None:
             log(self.note() or "")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -119,21 +112,7 @@ class ResNetFeatures(nn.Module):
         return None
 
     def _load(self, path: Path) -> None:
-        try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state: object = load_file(str(path))
-            else:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # torch/safetensors raise several types for bad files
-            raise ResweepError(f"cannot load ResNet weights {path}: {exc}") from exc
-        for key in ("state_dict", "model"):
-            if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-        if not isinstance(state, Mapping):
-            raise ResweepError(f"{path} holds no state dict (got {type(state).__name__})")
+        state = load_state_mapping(path, "ResNet", ("state_dict", "model"))
         # body indices map back to torchvision names: body.0 = conv1, body.4 = layer1, ...
         wanted = {}
         for key, target in self.body.state_dict().items():

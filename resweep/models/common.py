@@ -14,6 +14,9 @@ from resweep.errors import ConfigError
 
 # Per-channel RGB mean of DIV2K train HR images, as used by EDSR/RCAN/SwinIR.
 DIV2K_RGB_MEAN: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)
+# ImageNet statistics, as torchvision/timm pretrained networks (VGG, ResNet, MAE) expect.
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def default_mean(in_channels: int) -> tuple[float, ...]:

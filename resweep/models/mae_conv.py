@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from resweep.models.mae_vit import IMAGENET_MEAN, IMAGENET_STD
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 
 class ConvMaeArch(BaseModel):

@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from timm.models.vision_transformer import Block
 from torch import nn
+
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
+from resweep.models.mae_vit import init_linear_and_norm, mae_norm_layer, random_keep_ids, sincos_1d
 
 __all__ = [
     "VIDEO_MAE_ARCHS",
@@ -39,8 +41,8 @@ __all__ = [
     "sincos_3d",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Tubelets are masked exactly as MAE masks image patches (per sample, on the CPU generator).
+random_tubelet_keep_ids = random_keep_ids
 
 
 class VideoMaeArch(BaseModel):
@@ -78,12 +80,6 @@ def frames_of(x: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
     return x.reshape(x.shape[0], t, 3, *x.shape[-2:])
 
 
-def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
-    out = positions.reshape(-1, 1).double() * omega[None]
-    return torch.cat([out.sin(), out.cos()], dim=1)
-
-
 def sincos_3d(embed_dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
     """``(1, gt*gh*gw, D)`` fixed embedding, token order time-major then row-major."""
     if embed_dim % 12:
@@ -94,34 +90,9 @@ def sincos_3d(embed_dim: int, grid: tuple[int, int, int]) -> torch.Tensor:
         torch.arange(gt), torch.arange(gh), torch.arange(gw), indexing="ij"
     )
     emb = torch.cat([
-        _sincos_1d(d_space // 2, xs), _sincos_1d(d_space // 2, ys), _sincos_1d(d_time, ts)
+        sincos_1d(d_space // 2, xs), sincos_1d(d_space // 2, ys), sincos_1d(d_time, ts)
     ], dim=1)
     return emb.float().unsqueeze(0)
-
-
-def random_tubelet_keep_ids(
-    batch: int, length: int, mask_ratio: float, generator: torch.Generator | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample random masking of ``length`` tubelets: ``(ids_keep (B, keep), ids_restore
-    (B, L))``, ``keep = max(1, int(L * (1 - mask_ratio)))``; drawn on the CPU generator."""
-    keep = max(1, int(length * (1 - mask_ratio)))
-    noise = torch.rand(batch, length, generator=generator)
-    ids_shuffle = torch.argsort(noise, dim=1)
-    return ids_shuffle[:, :keep], torch.argsort(ids_shuffle, dim=1)
-
-
-def _norm_layer() -> type[nn.Module]:
-    return partial(nn.LayerNorm, eps=1e-6)  # type: ignore[return-value]
-
-
-def _init_linear_and_norm(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        nn.init.xavier_uniform_(module.weight)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
 
 
 class VideoMaeEncoder(nn.Module):
@@ -134,15 +105,15 @@ class VideoMaeEncoder(nn.Module):
         self.tubelet = (t, p, p)
         self.proj = nn.Conv3d(3, arch.embed_dim, kernel_size=self.tubelet, stride=self.tubelet)
         self.blocks = nn.ModuleList(
-            Block(arch.embed_dim, arch.num_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=_norm_layer())
+            Block(arch.embed_dim, arch.num_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=mae_norm_layer())
             for _ in range(arch.depth)
         )
-        self.norm = _norm_layer()(arch.embed_dim)
+        self.norm = mae_norm_layer()(arch.embed_dim)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
         w = self.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        self.apply(_init_linear_and_norm)
+        self.apply(init_linear_and_norm)
 
     def grid_of(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         t, p, _ = self.tubelet
@@ -209,14 +180,14 @@ class VideoMae(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, 1, arch.decoder_embed_dim))
         self.decoder_blocks = nn.ModuleList(
             Block(arch.decoder_embed_dim, arch.decoder_num_heads, arch.mlp_ratio, qkv_bias=True,
-                  norm_layer=_norm_layer())
+                  norm_layer=mae_norm_layer())
             for _ in range(arch.decoder_depth)
         )
-        self.decoder_norm = _norm_layer()(arch.decoder_embed_dim)
+        self.decoder_norm = mae_norm_layer()(arch.decoder_embed_dim)
         self.decoder_pred = nn.Linear(arch.decoder_embed_dim, t * p * p * 3)
         nn.init.normal_(self.mask_token, std=0.02)
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
-            module.apply(_init_linear_and_norm)
+            module.apply(init_linear_and_norm)
 
     def tubelets(self, video: torch.Tensor) -> torch.Tensor:
         """Normalised, padded pixels as ``(B, L, t*p*p*3)`` in token order."""

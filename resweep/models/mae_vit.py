@@ -27,8 +27,7 @@ from timm.layers import PatchEmbed, resample_abs_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from resweep.models.common import IMAGENET_MEAN, IMAGENET_STD
 
 
 class VitMaeArch(BaseModel):
@@ -56,6 +55,13 @@ VIT_MAE_ARCHS: dict[str, VitMaeArch] = {
 }
 
 
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """``(N, dim)`` float64 sin-cos code of ``N`` positions: ``dim/2`` frequencies, sines then cosines."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2.0))
+    out = positions.reshape(-1, 1).double() * omega[None]
+    return torch.cat([out.sin(), out.cos()], dim=1)
+
+
 def sincos_pos_embed(embed_dim: int, grid: tuple[int, int], cls_token: bool = True) -> torch.Tensor:
     """MAE's fixed 2-D sin-cos embedding ``(1, [1 +] gh*gw, D)``; the class token gets zeros."""
     if embed_dim % 4:
@@ -63,16 +69,8 @@ def sincos_pos_embed(embed_dim: int, grid: tuple[int, int], cls_token: bool = Tr
     gh, gw = grid
     # as get_2d_sincos_pos_embed: first half of the channels from the column index (w), second
     # half from the row index (h)
-    ys, xs = torch.meshgrid(
-        torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64), indexing="ij"
-    )
-    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float64) / (embed_dim / 4.0))
-
-    def one_axis(pos: torch.Tensor) -> torch.Tensor:
-        out = pos.reshape(-1, 1) * omega[None]
-        return torch.cat([out.sin(), out.cos()], dim=1)
-
-    emb = torch.cat([one_axis(xs), one_axis(ys)], dim=1)
+    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    emb = torch.cat([sincos_1d(embed_dim // 2, xs), sincos_1d(embed_dim // 2, ys)], dim=1)
     if cls_token:
         emb = torch.cat([torch.zeros(1, embed_dim, dtype=torch.float64), emb], dim=0)
     return emb.float().unsqueeze(0)
@@ -89,7 +87,7 @@ def random_keep_ids(
     return ids_shuffle[:, :keep], torch.argsort(ids_shuffle, dim=1)
 
 
-def _norm_layer() -> type[nn.Module]:
+def mae_norm_layer() -> type[nn.Module]:
     return partial(nn.LayerNorm, eps=1e-6)  # type: ignore[return-value]
 
 
@@ -112,10 +110,10 @@ class MaeEncoder(nn.Module):
             sincos_pos_embed(arch.embed_dim, self.grid), requires_grad=False
         )
         self.blocks = nn.ModuleList(
-            Block(arch.embed_dim, arch.num_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=_norm_layer())
+            Block(arch.embed_dim, arch.num_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=mae_norm_layer())
             for _ in range(arch.depth)
         )
-        self.norm = _norm_layer()(arch.embed_dim)
+        self.norm = mae_norm_layer()(arch.embed_dim)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._init_weights()
@@ -124,7 +122,7 @@ class MaeEncoder(nn.Module):
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        self.apply(_init_linear_and_norm)
+        self.apply(init_linear_and_norm)
 
     def grid_of(self, height: int, width: int) -> tuple[int, int]:
         p = self.patch_size
@@ -184,7 +182,7 @@ class MaeEncoder(nn.Module):
         return self.forward_tokens(x)[0]
 
 
-def _init_linear_and_norm(module: nn.Module) -> None:
+def init_linear_and_norm(module: nn.Module) -> None:
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
         if module.bias is not None:
@@ -210,14 +208,14 @@ class VitMae(nn.Module):
         )
         self.decoder_blocks = nn.ModuleList(
             Block(arch.decoder_embed_dim, arch.decoder_num_heads, arch.mlp_ratio, qkv_bias=True,
-                  norm_layer=_norm_layer())
+                  norm_layer=mae_norm_layer())
             for _ in range(arch.decoder_depth)
         )
-        self.decoder_norm = _norm_layer()(arch.decoder_embed_dim)
+        self.decoder_norm = mae_norm_layer()(arch.decoder_embed_dim)
         self.decoder_pred = nn.Linear(arch.decoder_embed_dim, p * p * 3)
         nn.init.normal_(self.mask_token, std=0.02)
         for module in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
-            module.apply(_init_linear_and_norm)
+            module.apply(init_linear_and_norm)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` -> ``(B, L, p*p*3)`` in the encoder's normalised pixel space, row-major

@@ -16,12 +16,17 @@ then the Hugging Face hub cache of ``timm/vit_base_patch16_224.mae``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
-from resweep.errors import ResweepError, WeightsNotFoundError
+from resweep.errors import ResweepError
+from resweep.losses.weights_files import (
+    candidate_files,
+    find_weights_file,
+    load_state_mapping,
+    torch_hub_checkpoints,
+)
 from resweep.models.mae_vit import VIT_MAE_ARCHS, MaeEncoder, VitMaeArch
 
 WEIGHTS_ENV = "RESWEEP_MAE_WEIGHTS"
@@ -41,64 +46,43 @@ def _hf_hub_dir() -> Path:
 
 def candidate_weight_files(weights: str | Path | None = None) -> list[tuple[str, Path]]:
     """Where the KMAE weights are looked for, in order: ``[(how it was named, path), ...]``."""
-    if weights is not None:
-        return [("argument", Path(weights).expanduser())]
-    found: list[tuple[str, Path]] = []
-    if os.environ.get(WEIGHTS_ENV):
-        found.append((f"${WEIGHTS_ENV}", Path(os.environ[WEIGHTS_ENV]).expanduser()))
-    found.append(("torch hub cache", Path(torch.hub.get_dir()) / "checkpoints" / AUTHORS_FILE))
+    cache: list[tuple[str, Path]] = [("torch hub cache", torch_hub_checkpoints() / AUTHORS_FILE)]
     snapshots = _hf_hub_dir() / TIMM_HUB_REPO / "snapshots"
     hub_files = sorted(snapshots.glob(f"*/{TIMM_FILES[0]}")) + sorted(snapshots.glob(f"*/{TIMM_FILES[1]}"))
     if hub_files:
-        found += [("Hugging Face hub cache", path) for path in hub_files]
+        cache += [("Hugging Face hub cache", path) for path in hub_files]
     else:
-        found.append(("Hugging Face hub cache", snapshots / "<revision>" / TIMM_FILES[0]))
-    return found
+        cache.append(("Hugging Face hub cache", snapshots / "<revision>" / TIMM_FILES[0]))
+    return candidate_files(weights, WEIGHTS_ENV, cache)
 
 
 def resolve_mae_weights(weights: str | Path | None = None) -> Path:
     """The local KMAE weights file, or :class:`WeightsNotFoundError` saying what was tried."""
-    candidates = candidate_weight_files(weights)
-    for _, path in candidates:
-        if path.is_file():
-            return path
-    tried = "\n".join(f"  - {path} ({how})" for how, path in candidates)
-    if weights is not None:
-        raise WeightsNotFoundError(
+    return find_weights_file(
+        candidate_weight_files(weights),
+        explicit=weights is not None,
+        explicit_missing=lambda tried: (
             f"MAE encoder weights file not found:\n{tried}\n"
             "Give the path of the MAE authors' mae_pretrain_vit_base.pth or of timm's "
             "vit_base_patch16_224.mae (model.safetensors)."
-        )
-    raise WeightsNotFoundError(
-        "no ImageNet MAE (ViT-B/16) weights found for KMAE (nothing is downloaded). Looked for:\n"
-        f"{tried}\n"
-        f"Provide one of: the path in the config (methods.mae_loss.kmae_weights), the environment "
-        f"variable {WEIGHTS_ENV}=/path/to/{AUTHORS_FILE}, the MAE authors' {AUTHORS_FILE} copied "
-        f"into {Path(torch.hub.get_dir()) / 'checkpoints'}, or timm's vit_base_patch16_224.mae in "
-        "the Hugging Face hub cache. To run anyway with an MAE pretrained here on out-of-task "
-        "photographs, which is not the paper's setting, allow it explicitly "
-        "(methods.mae_loss.kmae_stand_in: true)."
+        ),
+        none_found=lambda tried: (
+            "no ImageNet MAE (ViT-B/16) weights found for KMAE (nothing is downloaded). Looked for:\n"
+            f"{tried}\n"
+            f"Provide one of: the path in the config (methods.mae_loss.kmae_weights), the environment "
+            f"variable {WEIGHTS_ENV}=/path/to/{AUTHORS_FILE}, the MAE authors' {AUTHORS_FILE} copied "
+            f"into {torch_hub_checkpoints()}, or timm's vit_base_patch16_224.mae in "
+            "the Hugging Face hub cache. To run anyway with an MAE pretrained here on out-of-task "
+            "photographs, which is not the paper's setting, allow it explicitly "
+            "(methods.mae_loss.kmae_stand_in: true)."
+        ),
     )
 
 
 def load_mae_encoder_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The encoder's tensors from either layout, keyed as :class:`MaeEncoder` names them."""
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: object = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch/safetensors raise several types for bad files
-        raise ResweepError(f"cannot load MAE weights {path}: {exc}") from exc
-    for key in ("model", "state_dict"):
-        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
-            state = state[key]
-            break
-    if not isinstance(state, Mapping):
-        raise ResweepError(f"{path} holds no state dict (got {type(state).__name__})")
+    state = load_state_mapping(path, "MAE", ("model", "state_dict"))
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         name = str(key).removeprefix("module.").removeprefix("encoder.")

@@ -20,7 +20,6 @@ Ray-free; torch is imported inside the functions so that reading definitions sta
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, model_validator
 
 from resweep.stages import StageContext, StageDefinition, register_stage
+from resweep.stages.masked_pretraining import train_masked_autoencoder
 
 if TYPE_CHECKING:
     import torch
@@ -246,48 +246,17 @@ def produce_mae_pretrain(
         f"{len(images.train)} images of {images.name}, {definition.steps} steps, batch "
         f"{definition.batch_size}, crop {definition.crop}, mask ratio {definition.mask_ratio}"
     )
-    decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.requires_grad and p.dim() <= 1]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": definition.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=definition.lr, betas=(0.9, 0.95),
-    )
-    warmup = int(definition.steps * definition.warmup_fraction)
-
-    def lr_factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, definition.steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-    data_gen = torch.Generator().manual_seed(definition.seed + 1)
-    mask_gen = torch.Generator().manual_seed(definition.seed + 2)
-    tail = max(1, definition.steps // 10)
-    tail_losses: list[float] = []
-    report_every = max(1, definition.steps // 10)
     started = time.perf_counter()
-    model.train()
-    for step in range(definition.steps):
-        batch = images.batch(definition.batch_size, definition.crop, data_gen).to(device)
-        loss, _, _ = model(batch, mask_ratio=definition.mask_ratio, generator=mask_gen)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"mae_pretrain: the loss became {float(loss)} at step {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if step >= definition.steps - tail:
-            tail_losses.append(loss.item())
-        if (step + 1) % report_every == 0 or step + 1 == definition.steps:
-            context.log(
-                f"mae_pretrain: step {step + 1}/{definition.steps} masked loss {loss.item():.4f} "
-                f"({time.perf_counter() - started:.0f} s)"
-            )
+    final_train_loss = train_masked_autoencoder(
+        model, lambda generator: images.batch(definition.batch_size, definition.crop, generator),
+        steps=definition.steps, lr=definition.lr, weight_decay=definition.weight_decay,
+        warmup_fraction=definition.warmup_fraction, mask_ratio=definition.mask_ratio,
+        seed=definition.seed, device=device, log=context.log, stage="mae_pretrain",
+    )
     held = images.held_out_batch(definition.heldout_crops_per_image, definition.crop, definition.seed + 3)
     heldout_loss, reference_loss = held_out_losses(model, definition, held.to(device), definition.seed + 4)
     metrics = {
-        "final_train_loss": sum(tail_losses) / len(tail_losses),
+        "final_train_loss": final_train_loss,
         "heldout_masked_loss": heldout_loss,
         "heldout_patch_mean_loss": reference_loss,
         "pretrain_seconds": time.perf_counter() - started,
