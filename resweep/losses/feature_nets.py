@@ -66,6 +66,27 @@ def vgg_layer_names(arch: str) -> list[str]:
     return [name for _, name in vgg_layer_table(arch)]
 
 
+def check_vgg_layers(layers: list[str], arch: str) -> list[str]:
+    """Config validation shared by the methods that tap VGG layers (SPN, perceptual)."""
+    known = vgg_layer_names(arch)
+    bad = [layer for layer in layers if layer not in known]
+    if bad:
+        raise ValueError(f"unknown {arch} layer(s) {bad}; known: {', '.join(known)}")
+    if len(set(layers)) != len(layers):
+        raise ValueError(f"layers repeat: {layers}")
+    return layers
+
+
+def check_layer_weights(weights: list[float] | None, layers: list[str] | None) -> list[float] | None:
+    """One weight per tapped layer (None: every layer weighs 1)."""
+    if weights is not None and layers is not None and len(weights) != len(layers):
+        raise ValueError(
+            f"layer_weights has {len(weights)} values but feature_layers has {len(layers)} "
+            f"({layers}); give one weight per layer"
+        )
+    return weights
+
+
 def _feature_index(arch: str, layer: str, before_relu: bool) -> int:
     """Index in ``features`` whose output is the requested layer."""
     names = vgg_layer_names(arch)

@@ -17,7 +17,11 @@ from typing import ClassVar, Literal
 import torch
 from pydantic import Field, ValidationInfo, field_validator
 
-from resweep.losses.feature_nets import VGGFeatures, vgg_layer_names
+from resweep.losses.feature_nets import (
+    VGGFeatures,
+    check_layer_weights,
+    check_vgg_layers,
+)
 from resweep.methods import Method, MethodConfig, MethodContext, register_method
 
 
@@ -44,24 +48,12 @@ class PerceptualConfig(MethodConfig):
     @classmethod
     def _check_layers(cls, value: list[str], info: ValidationInfo) -> list[str]:
         arch = info.data.get("feature_net", "vgg19")
-        known = vgg_layer_names(arch)
-        bad = [layer for layer in value if layer not in known]
-        if bad:
-            raise ValueError(f"unknown {arch} layer(s) {bad}; known: {', '.join(known)}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"layers repeat: {value}")
-        return value
+        return check_vgg_layers(value, arch)
 
     @field_validator("layer_weights")
     @classmethod
     def _check_weights(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
-        layers = info.data.get("feature_layers")
-        if value is not None and layers is not None and len(value) != len(layers):
-            raise ValueError(
-                f"layer_weights has {len(value)} values but feature_layers has {len(layers)}; "
-                "give one weight per layer"
-            )
-        return value
+        return check_layer_weights(value, info.data.get("feature_layers"))
 
     @property
     def weights_per_layer(self) -> list[float]:

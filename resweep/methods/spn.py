@@ -32,7 +32,11 @@ from pydantic import Field, ValidationInfo, field_validator
 from torch import nn
 
 from resweep.errors import ResweepError
-from resweep.losses.feature_nets import VGGFeatures, vgg_layer_names
+from resweep.losses.feature_nets import (
+    VGGFeatures,
+    check_layer_weights,
+    check_vgg_layers,
+)
 from resweep.methods import Method, MethodConfig, MethodContext, register_method
 
 NegativeKind = Literal["none", "ema", "random_fixed", "pretrained_fixed"]
@@ -133,23 +137,12 @@ class SPNConfig(MethodConfig):
     @classmethod
     def _check_layers(cls, value: list[str], info: ValidationInfo) -> list[str]:
         arch = info.data.get("feature_net", "vgg16")
-        known = vgg_layer_names(arch)
-        bad = [layer for layer in value if layer not in known]
-        if bad:
-            raise ValueError(f"unknown {arch} layer(s) {bad}; known: {', '.join(known)}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"layers repeat: {value}")
-        return value
+        return check_vgg_layers(value, arch)
 
     @field_validator("layer_weights")
     @classmethod
     def _check_layer_weights(cls, value: list[float], info: ValidationInfo) -> list[float]:
-        layers = info.data.get("feature_layers")
-        if layers is not None and len(value) != len(layers):
-            raise ValueError(
-                f"layer_weights has {len(value)} values but feature_layers has {len(layers)} "
-                f"({layers}); give one weight per layer"
-            )
+        check_layer_weights(value, info.data.get("feature_layers"))
         return value
 
     @property
