@@ -32,3 +32,29 @@ def test_resweep_train_makes_the_declared_stage_first_and_reuses_it(ray_local, t
     (again,) = pq.read_table(tmp_path / "second" / "artifacts.parquet").to_pylist()
     assert again["key"] == row["key"] and again["status"] == "reused"
     assert ArtifactStore(cache).list_keys() == [row["key"]]
+
+
+def test_waiting_for_stages_logs_which_are_still_running(ray_local):
+    """A stage can take many minutes: the driver says which are running instead of staying silent."""
+    import time
+
+    from resweep.stages.on_ray import _as_completed
+
+    @ray_local.remote(num_cpus=0)
+    def sleep_then(value, seconds):
+        time.sleep(seconds)
+        return value
+
+    futures = {"slow": sleep_then.remote("s", 2.0), "fast": sleep_then.remote("f", 0.0)}
+    lines: list[str] = []
+    order, lines_when_yielded = [], {}
+    for key, future in _as_completed(futures, time.time(), lines.append, heartbeat_s=0.3):
+        order.append(key)
+        lines_when_yielded[key] = len(lines)
+        assert ray_local.get(future) == key[0]
+    assert order == ["fast", "slow"]
+    # every heartbeat names what is running then, and nothing that has finished
+    before = lines[: lines_when_yielded["fast"]]
+    after = lines[lines_when_yielded["fast"]:]
+    assert all("2 running" in line for line in before), before
+    assert after and all("1 running" in line and "slow" in line and "fast" not in line for line in after), after

@@ -84,10 +84,10 @@ def prepare_stages(
     log(f"stages: {len(planned)} artifact(s) for this study: {', '.join(planned)}")
     while waiting:
         ready = [p for p in waiting.values() if all(k in done for k in p.dependencies.values())]
+        start = time.time()
         futures = {p.key: remote.remote(p, storage, gpus > 0) for p in ready}
         failures = []
-        for key, future in futures.items():
-            start = time.time()
+        for key, future in _as_completed(futures, start, log):
             try:
                 done[key] = ray.get(future)
             except Exception as exc:  # noqa: BLE001 - recorded, then raised with every failure named
@@ -108,6 +108,24 @@ def prepare_stages(
     prepared.records = list(done.values())
     write_artifacts_table(study_dir, prepared.records)
     return prepared
+
+
+def _as_completed(
+    futures: dict[str, Any], start: float, log: Callable[[str], None], heartbeat_s: float = 30.0
+) -> Iterable[tuple[str, Any]]:
+    """``(key, future)`` as each finishes, logging which are still running every ``heartbeat_s``
+    (a stage can take many minutes: the user sees that it is alive, not a silent driver)."""
+    import ray
+
+    pending = dict(futures)
+    while pending:
+        ready, _ = ray.wait(list(pending.values()), num_returns=1, timeout=heartbeat_s)
+        if not ready:
+            minutes = (time.time() - start) / 60
+            log(f"stages: {len(pending)} running for {minutes:.1f} min: {', '.join(pending)}")
+            continue
+        key = next(k for k, f in pending.items() if f == ready[0])
+        yield key, pending.pop(key)
 
 
 def _short(exc: BaseException) -> str:
