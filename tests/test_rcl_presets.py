@@ -119,3 +119,26 @@ def test_proxy_protocol_of_each_row():
     for trial in t3.trial_configs():
         exp = t3.experiment_for(trial["params"], trial["seed"])
         assert (exp.model.init_from is not None) == trial["label"].startswith("rcl_sl")
+
+
+@pytest.mark.parametrize("paper_schedule", [False, True])
+def test_rcl_table3_step_matched_sl_rows_add_the_pretraining_steps(tmp_path, paper_schedule):
+    """The commented-out sl_*_matched rows of rcl_table3, once uncommented, load and give SL the
+    pretraining's steps on top of the fine-tuning's (the header's compute note)."""
+    from resweep.presets import preset_path
+    from resweep.study.spec import load_study
+
+    text = preset_path("rcl_table3").read_text()
+    matched = [line for line in text.splitlines() if line.startswith("  # - {label: sl_")]
+    assert len(matched) == 3
+    for line in matched:
+        text = text.replace(line, line.replace("  # - ", "  - ", 1))
+    (tmp_path / "t3.yaml").write_text(text)
+    study = load_study(tmp_path / "t3.yaml", paper_schedule=paper_schedule)
+    configs = {t["label"]: study.experiment_for(t["params"], 0) for t in study.trial_configs()}
+    stage = configs["rcl_sl_10"].stages()["model.init_from"].config()
+    for labels in ("10", "100", "all"):
+        sl, matched_sl = configs[f"sl_{labels}"], configs[f"sl_{labels}_matched"]
+        assert matched_sl.data.train.max_images == sl.data.train.max_images
+        if not paper_schedule:  # the rows' own 7000; the paper schedule's sum is in the header
+            assert matched_sl.train.iterations == stage.train.iterations + sl.train.iterations

@@ -26,7 +26,7 @@ from resweep.stages.store import ArtifactStore
 from resweep.stages.train import DIAGNOSTICS_DIR
 from resweep.study.layout import ARTIFACTS_FILE
 
-MAX_BINS = 60
+MAX_BINS = 80
 
 
 @dataclass
@@ -87,7 +87,7 @@ def density_figure(item: ArtifactDiagnostic, figure_id: str) -> Figure | None:
     if not groups:
         return None
     pooled = np.concatenate(list(groups.values()))
-    bins = int(min(MAX_BINS, max(10, math.ceil(math.sqrt(pooled.size)))))
+    bins = int(min(MAX_BINS, max(10, math.ceil(2 * math.sqrt(pooled.size)))))
     lo, hi = float(pooled.min()), float(pooled.max())
     if d.reference is not None:
         lo, hi = min(lo, d.reference), max(hi, d.reference)
@@ -116,8 +116,8 @@ def density_figure(item: ArtifactDiagnostic, figure_id: str) -> Figure | None:
         "barmode": "overlay", "bargap": 0,
         "xaxis": {"title": {"text": plot_text(d.x_title)}}, "yaxis": {"title": {"text": "density"}},
         "legend": {"orientation": "h", "y": -0.2},
-        "annotations": [{"xref": "paper", "yref": "paper", "x": 0.01, "y": 0.98, "xanchor": "left",
-                         "yanchor": "top", "showarrow": False, "align": "left", "text": "<br>".join(lines),
+        "annotations": [{"xref": "paper", "yref": "paper", "x": 0.99, "y": 0.98, "xanchor": "right",
+                         "yanchor": "top", "showarrow": False, "align": "right", "text": "<br>".join(lines),
                          "bgcolor": "rgba(255,255,255,0.8)"}],
     }
     if d.reference is not None:
