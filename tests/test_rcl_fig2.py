@@ -152,3 +152,19 @@ def test_study_dashboard_draws_fig2_of_its_rcl_artifact(tmp_path, monkeypatch):
     # the label of the trial that reads the artifact is in the figure, escaped, never raw HTML
     assert "\\u0026lt;script\\u0026gt;alert(1)" in section
     assert "<script>alert" not in section
+
+
+def test_collecting_diagnostics_leaves_training_bit_identical():
+    """The stage asks for the diagnostics before training: that must not move any RNG or
+    weight, so an artifact's weights are the same as without them (keys did not change)."""
+    from resweep.engine.trainer import Trainer
+
+    def train(with_diagnostics: bool) -> dict:
+        trainer = Trainer(ExperimentConfig.from_dict(_experiment()), log=lambda _m: None)
+        if with_diagnostics:
+            assert trainer.diagnostics("start")[0].name == GAPS_DIAGNOSTIC
+        trainer.fit()
+        return trainer.model.state_dict()
+
+    plain, diagnosed = train(False), train(True)
+    assert all(torch.equal(plain[k], diagnosed[k]) for k in plain)
