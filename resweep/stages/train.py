@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator
 
 from resweep.stages.base import StageContext, StageDefinition, register_stage
+
+if TYPE_CHECKING:
+    from resweep.methods.diagnostics import Diagnostic
 
 WEIGHTS_FILE = "weights.pt"
 METRICS_FILE = "metrics.json"
@@ -105,7 +108,7 @@ def produce_train(definition: TrainStage, out_dir: Path, context: StageContext) 
     return metrics
 
 
-def write_diagnostics(folder: Path, by_phase: dict[str, list[Any]]) -> dict[str, float]:
+def write_diagnostics(folder: Path, by_phase: dict[str, list[Diagnostic]]) -> dict[str, float]:
     """One ``<name>.json`` per diagnostic (the phases' groups merged); returns the share of each
     phase's samples above the reference as ``<name>.share_above_<ref>.<phase>`` metrics."""
     from resweep.methods.diagnostics import merge_diagnostics
