@@ -8,6 +8,7 @@
 2. For each number of labelled images (``data.train.max_images``) and each seed, fine-tune
    with L1 on (noisy, clean) pairs: "SL" from random weights, "RCL+SL" from the pretrained
    weights (``model.init_from``; ``--trainable last_layer`` for the strict proxy protocol).
+   The pretraining's Fig. 2 gaps (before/after) go to ``diagnostics/`` and ``results.json``.
 3. Print the table (mean ± std over seeds, PSNR on CBSD68, RGB) with the paper's numbers, the
    noisy input's PSNR beside them, and write ``results.json``.
 
@@ -31,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from resweep.config import ExperimentConfig  # noqa: E402
 from resweep.engine.trainer import Trainer  # noqa: E402
+from resweep.stages.train import DIAGNOSTICS_DIR, write_diagnostics  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # Tab. 3 of the paper (VOC, PSNR dB): labels -> (SL, RCL+SL); 0 labels = RCL alone.
@@ -60,10 +62,16 @@ def base_config(args: argparse.Namespace, **overrides) -> dict:
     return cfg
 
 
-def run(cfg: dict, log_prefix: str) -> tuple[dict, Trainer]:
+def run(cfg: dict, log_prefix: str, diagnostics: dict | None = None) -> tuple[dict, Trainer]:
+    """Train ``cfg``; with ``diagnostics`` (a dict), collect the methods' diagnostics before and
+    after training into it, as the ``train`` stage does (RCL: the Fig. 2 gaps)."""
     t0 = time.time()
     trainer = Trainer(ExperimentConfig.from_dict(cfg), log=lambda m: print(f"[{log_prefix}] {m}", flush=True))
+    if diagnostics is not None:
+        diagnostics["start"] = trainer.diagnostics("start")
     outcome = trainer.fit()
+    if diagnostics is not None:
+        diagnostics["end"] = trainer.diagnostics("end")
     print(f"[{log_prefix}] {outcome.status} in {time.time() - t0:.0f}s: "
           f"PSNR {outcome.metrics.get('eval.CBSD68.psnr', float('nan')):.2f}", flush=True)
     return outcome.metrics, trainer
@@ -94,11 +102,15 @@ def main() -> None:
         "methods": {"rcl": {"crop_size": args.crop, "crop_overlap": 0.5, "encoder": args.encoder,
                             "allow_random_features": True}},
     })
-    metrics, trainer = run(pretrain_cfg, "pretrain rcl")
+    by_phase: dict = {}
+    metrics, trainer = run(pretrain_cfg, "pretrain rcl", by_phase)
     torch.save(trainer.model.state_dict(), weights)
+    # Fig. 2: share of positive EMD(negative) - EMD(positive) gaps before/after pretraining
+    fig2 = write_diagnostics(args.out / DIAGNOSTICS_DIR, by_phase)
+    print("Fig. 2: " + ", ".join(f"{k} {v:.1%}" for k, v in fig2.items()), flush=True)
     notes = [n for m in trainer.methods.values() for n in m.notes()]
     results: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "notes": notes,
-                     "pretrain": metrics, "rows": {}}
+                     "pretrain": metrics, "fig2": fig2, "rows": {}}
     noisy = metrics.get("eval.CBSD68.psnr_baseline")
 
     for labels in args.labels:

@@ -36,9 +36,9 @@ def _backbone(stage) -> dict:
     return experiment
 
 
-def _pretraining_rows() -> dict[str, dict]:
+def _pretraining_rows(paper_schedule: bool = False) -> dict[str, dict]:
     """rcl_pretrain.yaml's rows, each as the `train` stage it would be."""
-    pre = load_preset("rcl_pretrain")
+    pre = load_preset("rcl_pretrain", paper_schedule=paper_schedule)
     rows = {}
     for trial in pre.trial_configs():
         exp = pre.experiment_for(trial["params"], trial["seed"])
@@ -46,10 +46,12 @@ def _pretraining_rows() -> dict[str, dict]:
     return rows
 
 
-def test_each_row_pretrains_its_backbone_as_a_train_stage():
+@pytest.mark.parametrize("paper_schedule", [False, True])
+def test_each_row_pretrains_its_backbone_as_a_train_stage(paper_schedule):
     """Every fine-tuning row names the rcl_pretrain row of its method as a built-in `train`
-    stage, with that row's experiment exactly; rows of one method share one stage."""
-    rows = _pretraining_rows()
+    stage, with that row's experiment exactly; rows of one method share one stage. With
+    --paper-schedule the stages follow rcl_pretrain's paper schedule too."""
+    rows = _pretraining_rows(paper_schedule)
     assert {label: sorted(e["methods"]) for label, e in rows.items()} == {
         "n2n": ["noise2noise"], "n2s": ["noise2self"], "rcl_bd": ["rcl"], "rcl_mmd": ["rcl"],
         "rcl_emd": ["rcl"], "sl_den": []}
@@ -57,7 +59,7 @@ def test_each_row_pretrains_its_backbone_as_a_train_stage():
         "rcl_bd": "bhattacharyya", "rcl_mmd": "mmd", "rcl_emd": "emd"}
     expected_stages = {"rcl_table1": 5, "rcl_table2": 6, "rcl_table3": 1}
     for name in TABLES:
-        study = load_preset(name)
+        study = load_preset(name, paper_schedule=paper_schedule)
         keys = set()
         for trial in study.trial_configs():
             exp = study.experiment_for(trial["params"], trial["seed"])
@@ -72,6 +74,31 @@ def test_each_row_pretrains_its_backbone_as_a_train_stage():
             assert _backbone(stage) == rows[row], f"{name} {label}"
             keys.add(json.dumps(stage.key_definition(), sort_keys=True))
         assert len(keys) == expected_stages[name], name
+
+
+@pytest.mark.parametrize("name", TABLES)
+def test_paper_schedule_changes_every_pretraining_stage_and_its_key(name):
+    """--paper-schedule reaches model.init_from: each stage's definition (so its artifact key)
+    changes, to the paper's batch 64 and crops of 128 px; without the flag it does not."""
+    from resweep.stages.base import definition_digest
+
+    def stages(study) -> dict[str, object]:
+        out = {}
+        for trial in study.trial_configs():
+            stage = study.experiment_for(trial["params"], trial["seed"]).stages().get("model.init_from")
+            if stage is not None:
+                out[trial["label"]] = stage
+        return out
+
+    short, again, long = stages(load_preset(name)), stages(load_preset(name)), stages(load_preset(name, paper_schedule=True))
+    assert short and set(short) == set(long)
+    for label, stage in short.items():
+        assert definition_digest(again[label]) == definition_digest(stage)
+        assert definition_digest(long[label]) != definition_digest(stage), label
+        cfg = long[label].config()
+        assert cfg.data.batch_size == 64 and cfg.train.iterations > stage.config().train.iterations
+        if cfg.methods.get("rcl") is not None and cfg.methods["rcl"].enabled:
+            assert cfg.methods["rcl"].crop_size >= 128 and cfg.data.patch_size >= 192
 
 
 def test_proxy_protocol_of_each_row():
@@ -92,3 +119,26 @@ def test_proxy_protocol_of_each_row():
     for trial in t3.trial_configs():
         exp = t3.experiment_for(trial["params"], trial["seed"])
         assert (exp.model.init_from is not None) == trial["label"].startswith("rcl_sl")
+
+
+@pytest.mark.parametrize("paper_schedule", [False, True])
+def test_rcl_table3_step_matched_sl_rows_add_the_pretraining_steps(tmp_path, paper_schedule):
+    """The commented-out sl_*_matched rows of rcl_table3, once uncommented, load and give SL the
+    pretraining's steps on top of the fine-tuning's (the header's compute note)."""
+    from resweep.presets import preset_path
+    from resweep.study.spec import load_study
+
+    text = preset_path("rcl_table3").read_text()
+    matched = [line for line in text.splitlines() if line.startswith("  # - {label: sl_")]
+    assert len(matched) == 3
+    for line in matched:
+        text = text.replace(line, line.replace("  # - ", "  - ", 1))
+    (tmp_path / "t3.yaml").write_text(text)
+    study = load_study(tmp_path / "t3.yaml", paper_schedule=paper_schedule)
+    configs = {t["label"]: study.experiment_for(t["params"], 0) for t in study.trial_configs()}
+    stage = configs["rcl_sl_10"].stages()["model.init_from"].config()
+    for labels in ("10", "100", "all"):
+        sl, matched_sl = configs[f"sl_{labels}"], configs[f"sl_{labels}_matched"]
+        assert matched_sl.data.train.max_images == sl.data.train.max_images
+        if not paper_schedule:  # the rows' own 7000; the paper schedule's sum is in the header
+            assert matched_sl.train.iterations == stage.train.iterations + sl.train.iterations

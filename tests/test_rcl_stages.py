@@ -87,3 +87,13 @@ def test_rcl_backbone_is_pretrained_once_and_every_finetuning_trial_starts_from_
         heads.append(model["last_layer.weight"])
     # the seeds and label counts fine-tuned different heads on the same backbone
     assert not all(torch.equal(heads[0], h) for h in heads[1:])
+
+    # the pretraining artifact carries RCL's Fig. 2 (gaps before/after), and the study's
+    # dashboard draws it, found through artifacts.parquet
+    assert {"rcl.distance_gaps.share_above_0.start", "rcl.distance_gaps.share_above_0.end"} <= {
+        k.removeprefix("metric.") for k in row}
+    from resweep.analysis import build_report
+
+    page = build_report(study_dir, out_dir=tmp_path / "report").index_path.read_text()
+    section = page.split('<section id="diagnostics">', 1)[1].split("</section>", 1)[0]
+    assert 'id="diagnostic-0"' in section and row["key"] in section and "labels_1, labels_2" in section

@@ -112,3 +112,85 @@ def test_paper_schedule_applies_only_on_request(tmp_path):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     assert load_study(tmp_path / "s.yaml").base.train.iterations == 8
     assert load_study(tmp_path / "s.yaml", paper_schedule=True).base.train.iterations == 1000
+
+
+_ANCHORED_STUDY = """
+name: s
+base: {name: ft, task: {kind: denoise, scale: 1, noise_sigma: 25}, model: {name: unet_tiny},
+       data: {train: {kind: demo, split: train}, patch_size: 12, batch_size: 4},
+       train: {iterations: 8, log_every: 2}, eval: {every: 4, sets: []}}
+variants:
+  - label: plain
+    overrides:
+      model.init_from:
+        kind: train
+        experiment:
+          <<: &pretrain
+            name: pre
+            task: {kind: denoise, scale: 1, noise_sigma: 25}
+            model: {name: unet_tiny}
+            data: {train: {kind: demo, split: train}, patch_size: 12, batch_size: 4}
+            train: {iterations: 5, log_every: 1}
+            eval: {every: 5, sets: []}
+          name: pre-plain
+  - label: rcl
+    overrides:
+      model.init_from:
+        kind: train
+        experiment: {<<: *pretrain, name: pre-rcl, methods: {rcl: {crop_size: 4, allow_random_features: true}}}
+  - {label: scratch, overrides: {}}
+objectives: [{metric: loss.total, mode: min}]
+paper_schedule:
+  train.iterations: 40
+  model.init_from.experiment.train.iterations: 300
+  model.init_from.experiment.methods.rcl.crop_size: 5
+"""
+
+
+def _stages(study) -> dict:
+    out = {}
+    for variant in study.variants:
+        stage = study.experiment_for(variant.overrides, 0).stages().get("model.init_from")
+        out[variant.label] = stage
+    return out
+
+
+def test_paper_schedule_reaches_the_stage_definitions_of_every_variant_that_has_them(tmp_path):
+    from resweep.stages.base import definition_digest
+
+    (tmp_path / "s.yaml").write_text(_ANCHORED_STUDY)
+    short = _stages(load_study(tmp_path / "s.yaml"))
+    long_study = load_study(tmp_path / "s.yaml", paper_schedule=True)
+    long = _stages(long_study)
+    assert long_study.base.train.iterations == 40
+    assert short["scratch"] is None and long["scratch"] is None
+    for label in ("plain", "rcl"):
+        assert short[label].config().train.iterations == 5
+        assert long[label].config().train.iterations == 300
+        # a new definition, so a new artifact: the proxy-scale backbone is not reused
+        assert definition_digest(short[label]) != definition_digest(long[label])
+    # the section-scoped key reaches the RCL stage only: the plain stage gets no RCL section
+    assert long["rcl"].experiment["methods"]["rcl"]["crop_size"] == 5
+    assert "rcl" not in long["plain"].experiment.get("methods", {})
+    # the caller's mapping is not changed: the same data without the flag is the short schedule
+    data = yaml.safe_load(_ANCHORED_STUDY)
+    study_from_dict(data, paper_schedule=True)
+    again = study_from_dict(data)
+    assert again.base.train.iterations == 8
+    assert definition_digest(_stages(again)["rcl"]) == definition_digest(short["rcl"])
+
+
+def test_paper_schedule_key_that_reaches_nothing_is_an_error_naming_it(tmp_path):
+    text = _ANCHORED_STUDY.replace("model.init_from.experiment.train.iterations: 300",
+                                   "model.init_from.experiment.training.iterations: 300")
+    (tmp_path / "s.yaml").write_text(text)
+    load_study(tmp_path / "s.yaml")  # not applied without the flag
+    with pytest.raises(ConfigError, match=r"model\.init_from\.experiment\.training\.iterations") as info:
+        load_study(tmp_path / "s.yaml", paper_schedule=True)
+    assert "matches nothing" in str(info.value)
+    # a typo in the last part lands in an existing section and the stage's strict config refuses it
+    text = _ANCHORED_STUDY.replace("model.init_from.experiment.train.iterations: 300",
+                                   "model.init_from.experiment.train.iteratons: 300")
+    (tmp_path / "s.yaml").write_text(text)
+    with pytest.raises(ConfigError, match="iteratons"):
+        load_study(tmp_path / "s.yaml", paper_schedule=True)

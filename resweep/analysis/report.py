@@ -20,6 +20,7 @@ import pandas as pd
 
 from resweep.analysis import dashboard as dash
 from resweep.analysis.artifacts_section import artifacts_section
+from resweep.analysis.diagnostics_section import diagnostics_section
 from resweep.analysis.load import StudyData, load_study
 from resweep.analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, Importance, param_importance
 from resweep.analysis.tables import (
@@ -152,6 +153,9 @@ def build_report(
     artifacts = artifacts_section(data)  # stages: teachers, encoders, centroids the study made
     if artifacts is not None:
         page.sections.append(artifacts)
+    diagnostics = diagnostics_section(data)  # e.g. RCL's Fig. 2 from its pretraining artifacts
+    if diagnostics is not None:
+        page.sections.append(diagnostics)
     notes = list(ablation.attrs.get("notes", []))
     if notes:
         page.sections.append(dash.Section("notes", "Notes", "<ul>" + "".join(

@@ -57,6 +57,7 @@ from resweep.engine.setup import (
 from resweep.errors import ConfigError
 from resweep.losses import get_pixel_loss
 from resweep.methods import MethodContext, World, build_methods
+from resweep.methods.diagnostics import Diagnostic, Phase
 from resweep.models import create_model
 
 # The collapse rules live in engine.divergence, device/cache defaults in engine.setup and the
@@ -346,6 +347,14 @@ class Trainer:
                 self.reporter.report(metrics, checkpoint)
             step_start = time.perf_counter()
         return RunOutcome(STATUS_FINISHED, self.iteration, dict(self.last_eval))
+
+    def diagnostics(self, phase: Phase) -> list[Diagnostic]:
+        """What the methods report about the model at ``phase`` (the EMA weights when there is
+        an EMA, as evaluation and the saved weights use them); empty off the main rank."""
+        if not self.world.is_main:
+            return []
+        model = self.ema.module if self.ema is not None else self.model
+        return [d for m in self.methods.values() for d in m.diagnostics(model, self.dataset, phase)]
 
     # ------------------------------------------------------------------ helpers
     def _train_metrics(self, sums: dict[str, float], steps: int, seconds: float) -> dict[str, Any]:

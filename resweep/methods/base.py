@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from resweep.errors import ResweepError
+from resweep.methods.diagnostics import Diagnostic, Phase
 from resweep.methods.method_config import MethodConfig
 
 if TYPE_CHECKING:
@@ -103,4 +104,10 @@ class Method(nn.Module):
 
     def notes(self) -> list[str]:
         """Caveats to record in results (e.g. 'random features, not the paper's setting')."""
+        return []
+
+    def diagnostics(self, model: nn.Module, dataset: Any, phase: Phase) -> list[Diagnostic]:
+        """Samples describing ``model`` at ``phase`` (``start``: before the first step, ``end``:
+        after the last), on ``dataset`` (the training data as this method wrapped it). The
+        ``train`` stage writes them into its artifact; see :mod:`resweep.methods.diagnostics`."""
         return []

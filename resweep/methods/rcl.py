@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from resweep.engine.sampler import batch_keys
 from resweep.errors import ConfigError
 from resweep.losses.distribution_distances import (
     DistanceName,
@@ -46,8 +47,14 @@ from resweep.losses.distribution_distances import (
     contrastive_cross_entropy,
 )
 from resweep.methods import Method, MethodConfig, MethodContext, register_method
+from resweep.methods.diagnostics import Diagnostic, Phase
 from resweep.methods.noisy_only import WithoutCleanTarget
 from resweep.methods.spn import derive_seed
+
+#: batches of ``data.batch_size`` training images behind the Fig. 2 diagnostic (each gives
+#: ``B·(B−1)`` gaps; the same images, noise and crops at the start and the end of training)
+DIAGNOSTIC_BATCHES = 4
+GAPS_DIAGNOSTIC = "rcl.distance_gaps"
 
 EncoderName = Literal["resnet50", "resnet18", "vgg16", "vgg19"]
 _DEFAULT_ENCODER_LAYER = {"resnet50": "layer2", "resnet18": "layer2", "vgg16": "relu3_3", "vgg19": "relu3_4"}
@@ -219,6 +226,7 @@ class RCL(Method):
             )
         self._seed = exp.train.seed
         self._rank = context.world.rank
+        self._batch_size = exp.data.batch_size
         self.distance = config.distance_function(derive_seed(self._seed, "rcl-mmd-positions"))
         self._notes: list[str] = []
         self.encoder: FrozenEncoder | None = None
@@ -287,6 +295,38 @@ class RCL(Method):
 
     def notes(self) -> list[str]:
         return list(self._notes)
+
+    def diagnostics(self, model: nn.Module, dataset: Any, phase: Phase) -> list[Diagnostic]:
+        """The paper's Fig. 2: ``d(anchor, negative) − d(anchor, positive)`` of the residuals of
+        ``model`` on ``DIAGNOSTIC_BATCHES`` fixed batches of the (noisy) training data, with
+        this run's distance and crops; the same images, noise and crop positions at both
+        phases, so the start and end groups differ only by the weights."""
+        keys_seed = derive_seed(self._seed, "rcl-diagnostic-images")
+        device = next(model.parameters()).device
+        was_training = model.training
+        model.eval()
+        gaps = []
+        try:
+            for i in range(DIAGNOSTIC_BATCHES):
+                keys = batch_keys(keys_seed, i, 0, self._batch_size, 1, len(dataset))
+                noisy = torch.stack([dataset[k]["lq"] for k in keys]).float().to(device)
+                generator = torch.Generator().manual_seed(derive_seed(self._seed, "rcl-diagnostic-crops", i))
+                gaps.append(distance_gaps(model, noisy, self.distance, self.cfg.crop_size, self.cfg.crop_shift, generator))
+        finally:
+            model.train(was_training)
+        name = {"emd": "EMD", "bhattacharyya": "BD", "mmd": "MMD"}[self.cfg.distance]
+        label = "before training (initial weights)" if phase == "start" else "after training"
+        return [Diagnostic(
+            name=GAPS_DIAGNOSTIC,
+            title=f"RCL Fig. 2: {name}(negative) − {name}(positive) of the residuals",
+            x_title=f"{name}(anchor, negative) − {name}(anchor, positive)",
+            samples={label: torch.cat(gaps).double().cpu().tolist()},
+            note=(f"{DIAGNOSTIC_BATCHES} fixed batches of {self._batch_size} noisy training patches, crops of "
+                  f"{self.cfg.crop_size} px shifted by {self.cfg.crop_shift}; every anchor with each of its "
+                  "negatives. Positive: the residuals tell the images apart (the paper: the mass moves "
+                  "to positive values with training)."),
+            reference=0.0,
+        )]
 
     def extra_repr(self) -> str:
         c = self.cfg

@@ -141,7 +141,7 @@ def fetch_artifacts(uris: dict[str, str], scratch: Path) -> dict[str, Path]:
     """role -> local folder of each committed artifact (downloaded into ``scratch`` when remote)."""
     out: dict[str, Path] = {}
     for role, uri in uris.items():
-        storage, key = _split_artifact_uri(uri)
+        storage, key = split_artifact_uri(uri)
         try:
             out[role] = ArtifactStore(storage).fetch(key, Path(scratch))
         except FileNotFoundError as exc:
@@ -149,7 +149,7 @@ def fetch_artifacts(uris: dict[str, str], scratch: Path) -> dict[str, Path]:
     return out
 
 
-def _split_artifact_uri(uri: str) -> tuple[str, str]:
+def split_artifact_uri(uri: str) -> tuple[str, str]:
     """``<storage>/artifacts/<key>`` -> (storage, key), keeping a URI's query."""
     from urllib.parse import urlsplit, urlunsplit
 

@@ -125,6 +125,22 @@ class ArtifactStore:
         info = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
         return sorted(i.base_name for i in info if i.type == pafs.FileType.Directory)
 
+    def read_texts(self, key: str, folder: str, suffix: str = ".json") -> dict[str, str]:
+        """``{file name: text}`` of the ``*suffix`` files in ``folder`` of the committed ``key``,
+        read in place (no download of the rest, e.g. weights); empty when there are none."""
+        import pyarrow.fs as pafs
+
+        done = self.committed(key)
+        if done is None:
+            return {}
+        selector = pafs.FileSelector(self._path(key, done.marker["attempt"], folder), allow_not_found=True)
+        out: dict[str, str] = {}
+        for info in sorted(self.fs.get_file_info(selector), key=lambda i: i.base_name):
+            if info.type == pafs.FileType.File and info.base_name.endswith(suffix):
+                with self.fs.open_input_stream(info.path) as stream:
+                    out[info.base_name] = stream.read().decode()
+        return out
+
     def fetch(self, key: str, scratch: Path) -> Path:
         """A local folder with the committed files of ``key``: in place on a local disk, else
         downloaded once into ``scratch/<key>`` (a ``.complete`` file marks a finished download)."""

@@ -2,7 +2,10 @@
 
 Artifact files: ``weights.pt`` (the model's state dict: the EMA weights when the run had an
 EMA, as evaluation used them), ``metrics.json`` (final status, iteration and evaluation
-metrics) and ``config.yaml`` (the experiment that was trained). ECO's teacher, RCL
+metrics), ``config.yaml`` (the experiment that was trained) and ``diagnostics/<name>.json``:
+what the run's methods report about the network before the first and after the last step
+(:mod:`resweep.methods.diagnostics`; e.g. RCL's Fig. 2 gaps), merged by name, each with the
+share of its samples above its reference among the artifact's metrics. ECO's teacher, RCL
 pretraining and SL(Den) pretraining are ``train`` stages.
 """
 
@@ -10,15 +13,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import field_validator
 
 from resweep.stages.base import StageContext, StageDefinition, register_stage
 
+if TYPE_CHECKING:
+    from resweep.methods.diagnostics import Diagnostic
+
 WEIGHTS_FILE = "weights.pt"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "config.yaml"
+DIAGNOSTICS_DIR = "diagnostics"
 
 # Keys that do not change the trained weights: renaming or re-logging a run reuses its artifact.
 _NON_WEIGHT_KEYS = ("name", "eval", "train.log_every", "train.checkpoint_every", "train.checkpoints_to_keep")
@@ -81,6 +88,7 @@ def produce_train(definition: TrainStage, out_dir: Path, context: StageContext) 
         log=lambda msg: context.log(f"[train stage '{config.name}'] {msg}"),
         artifacts=dict(context.artifacts),
     )
+    start = trainer.diagnostics("start")
     outcome = trainer.fit()
     if outcome.status != STATUS_FINISHED:
         raise ResweepError(
@@ -92,7 +100,28 @@ def produce_train(definition: TrainStage, out_dir: Path, context: StageContext) 
     config.save(out_dir / CONFIG_FILE)
     metrics = {k: float(v) for k, v in outcome.metrics.items() if isinstance(v, int | float)}
     metrics["iteration"] = float(outcome.iteration)
+    end = trainer.diagnostics("end")
+    metrics.update(write_diagnostics(out_dir / DIAGNOSTICS_DIR, {"start": start, "end": end}))
     (out_dir / METRICS_FILE).write_text(
         json.dumps({"status": outcome.status, "iteration": outcome.iteration, "metrics": metrics}, indent=1)
     )
+    return metrics
+
+
+def write_diagnostics(folder: Path, by_phase: dict[str, list[Diagnostic]]) -> dict[str, float]:
+    """One ``<name>.json`` per diagnostic (the phases' groups merged); returns the share of each
+    phase's samples above the reference as ``<name>.share_above_<ref>.<phase>`` metrics."""
+    from resweep.methods.diagnostics import merge_diagnostics
+
+    metrics: dict[str, float] = {}
+    for phase, diagnostics in by_phase.items():
+        for d in diagnostics:
+            share = d.share_above()
+            if share == share:  # not NaN: a reference and samples
+                metrics[f"{d.name}.share_above_{d.reference:g}.{phase}"] = share
+    merged = merge_diagnostics(*by_phase.values())
+    if merged:
+        folder.mkdir(parents=True, exist_ok=True)
+    for name, diagnostic in merged.items():
+        (folder / f"{name}.json").write_text(diagnostic.to_json())
     return metrics

@@ -7,6 +7,7 @@ value is reported with the path of the bad field.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -106,7 +107,9 @@ class StudyConfig(_Strict):
     baseline: str | None = Field(None, description="variant label (or knob=value) that Δ is measured against")
     paper: PaperReference | None = None
     paper_schedule: dict[str, Any] = Field(
-        default_factory=dict, description="overrides that restore the paper's full training schedule"
+        default_factory=dict,
+        description="overrides that restore the paper's full training schedule: config paths of "
+        "base, or paths inside a stage definition (model.init_from.experiment.train.iterations)",
     )
 
     @model_validator(mode="after")
@@ -255,11 +258,7 @@ def study_from_dict(data: dict[str, Any], *, source: str = "<study>", paper_sche
     from resweep.config import _config_error
 
     if paper_schedule and data.get("paper_schedule"):
-        from resweep.config import set_dotted
-
-        data = dict(data)
-        for key, value in data["paper_schedule"].items():
-            set_dotted(data["base"], key, value, source=source)
+        data = apply_paper_schedule(data, source=source)
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as exc:
@@ -269,6 +268,58 @@ def study_from_dict(data: dict[str, Any], *, source: str = "<study>", paper_sche
     except ConfigError as exc:
         raise ConfigError(exc.message, source=source, field=exc.field) from None
     return study
+
+
+def apply_paper_schedule(data: dict[str, Any], *, source: str = "<study>") -> dict[str, Any]:
+    """``data`` (a study mapping) with its ``paper_schedule`` applied, as a deep copy.
+
+    A key that is a config path (``train.iterations``) sets ``base``, as before. Any other key
+    addresses the inside of a mapping that ``base`` or a variant sets, such as a stage definition:
+    ``model.init_from.experiment.train.iterations`` changes the pretraining stage of every
+    variant (and the base) whose ``model.init_from`` has an ``experiment.train`` section. Only
+    existing sections are entered, so ``model.init_from.experiment.methods.rcl.crop_size``
+    reaches the RCL stages and leaves the Noise2Noise stage without an RCL section. A key that
+    reaches nothing is an error naming it.
+
+    The copy matters: YAML anchors and merge keys (``<<: *pretrain``) make the variants share
+    one mapping object, which must not be changed once per variant.
+    """
+    from resweep.config import set_dotted
+
+    data = copy.deepcopy(data)
+    base = data.setdefault("base", {})
+    variants = data.get("variants") or []
+    for key, value in (data.get("paper_schedule") or {}).items():
+        if config_path_exists(key):
+            set_dotted(base, key, value, source=source)
+            continue
+        targets: list[tuple[Any, str]] = [(base, key)]
+        for variant in variants:
+            overrides = variant.get("overrides") if isinstance(variant, dict) else None
+            for path, container in (overrides or {}).items():
+                if key.startswith(f"{path}.") and isinstance(container, dict):
+                    targets.append((container, key[len(path) + 1 :]))
+        reached = sum(_set_inside(container, rest, value) for container, rest in targets)
+        if not reached:
+            raise ConfigError(
+                f"paper_schedule key '{key}' matches nothing: it is not a config path, and no "
+                "section of base or of a variant's overrides (e.g. a model.init_from stage "
+                "definition) has its parent",
+                source=source, field=f"paper_schedule.{key}",
+            )
+    return data
+
+
+def _set_inside(container: dict[str, Any], dotted: str, value: Any) -> bool:
+    """Set ``dotted`` in ``container`` if every parent section exists; whether it did."""
+    *parents, last = dotted.split(".")
+    node: Any = container
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return False
+    node[last] = value
+    return True
 
 
 def study_to_yaml(study: StudyConfig) -> str:
