@@ -22,7 +22,7 @@ from resweep.study.layout import (
     TUNE_DIR,
     StudyLayout,
 )
-from resweep.study.results import StudyResults, count_statuses
+from resweep.study.results import StudyResults, count_ended, count_statuses
 from resweep.study.spec import StudyConfig, load_study, study_from_dict, study_to_yaml
 from resweep.trainables.runtime import init_ray
 
@@ -89,10 +89,13 @@ class _TrialErrorsFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not message.startswith(("Trial task failed", "Failure # ", "Trials did not complete"))
+        return not message.startswith((
+            "Trial task failed", "Failure # ", "Trials did not complete",
+            "Experiment has been interrupted",  # we say how to resume with resweep's command
+        ))
 
 
-def _fit(tuner: Any, layout: StudyLayout) -> None:
+def _fit(tuner: Any, layout: StudyLayout, planned: int) -> None:
     quiet_filter = _TrialErrorsFilter()
     # a logger's filter sees only its own records, not its children's: name each one
     ray_loggers = [logging.getLogger(name) for name in (
@@ -107,10 +110,14 @@ def _fit(tuner: Any, layout: StudyLayout) -> None:
             lg.removeFilter(quiet_filter)
     errors = [r for r in results if r.error]
     counts = count_statuses(StudyResults(layout.root).trials.values())
-    print(
-        f"\nstudy done: {counts['finished']} finished, {counts['pruned']} pruned, "
-        f"{counts['diverged']} diverged, {counts['errored']} errored"
-    )
+    ended = count_ended(counts)
+    summary = (f"{counts['finished']} finished, {counts['pruned']} pruned, "
+               f"{counts['diverged']} diverged, {counts['errored']} errored")
+    if ended < planned:  # stopped (Ctrl+C, SIGTERM, budget.time_limit_s) before every trial ended
+        print(f"\nstudy stopped early: {ended} of {planned} trials ended ({summary}); "
+              f"continue it with `resweep resume {layout.root}`")
+    else:
+        print(f"\nstudy done: {summary}")
     print(f"results: {layout.root}  ({TRIALS_FILE}, {CURVES_FILE}/, {PER_IMAGE_FILE}/, {TRIAL_DIRS}/<id>/log.txt)")
     if errors:
         print(f"{len(errors)} trial(s) errored; see `resweep status {layout.root}` and "
@@ -148,7 +155,7 @@ def run_study(
     callback = _callback(study, layout, quiet, storage, artifact_keys)
     tuner = build_tuner(study, layout, storage, [callback], artifact_keys)
     print(f"study '{study.name}': {total_trials(study)} trials; folder {layout.root}")
-    _fit(tuner, layout)
+    _fit(tuner, layout, total_trials(study))
     _mirror_results(layout, storage)
     return layout.root
 
@@ -161,7 +168,7 @@ def resume_study(
     from ray import tune
 
     from resweep.config import read_yaml
-    from resweep.study.tuner import restore_tuner
+    from resweep.study.tuner import restore_tuner, total_trials
 
     layout = StudyLayout(Path(study_dir).resolve())
     if not layout.study_file.is_file():
@@ -175,7 +182,7 @@ def resume_study(
     artifact_keys = _prepare_stages(study, layout, storage)  # finished artifacts are reused
     tuner = restore_tuner(study, layout, storage, tune_path, artifact_keys)
     print(f"resuming study '{study.name}' in {layout.root}")
-    _fit(tuner, layout)
+    _fit(tuner, layout, total_trials(study))
     _mirror_results(layout, storage)
     return layout.root
 
