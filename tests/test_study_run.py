@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from resweep.study.spec import study_from_dict
 
-from conftest import ROOT, tiny_config_dict
+from conftest import tiny_config_dict
+from kill_resume import kill_driver_when, resume
 
 pytestmark = pytest.mark.ray
 
@@ -117,17 +110,6 @@ def test_divergence_aware_optuna_search_marks_failed():
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE]
 
 
-def _count_finished(study_dir: Path) -> int:
-    path = study_dir / "trials.parquet"
-    if not path.is_file():
-        return 0
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except Exception:
-        return 0
-    return sum(r["status"] == "finished" for r in rows)
-
-
 def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
     base = tiny_config_dict(**{"train.iterations": 24, "eval.every": 8, "train.log_every": 8})
     study_file = tmp_path / "study.yaml"
@@ -143,31 +125,9 @@ def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
         )
     )
     study_dir = tmp_path / "study"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cli = [sys.executable, "-m", "resweep.cli"]
-    driver = subprocess.Popen(
-        [*cli, "run", str(study_file), "--dir", str(study_dir)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    deadline = time.monotonic() + 400
-    while _count_finished(study_dir) < 2:
-        assert driver.poll() is None, driver.stdout.read().decode()[-3000:]
-        assert time.monotonic() < deadline, "study made no progress"
-        time.sleep(1)
-    before = {r["trial_id"]: r for r in pq.read_table(study_dir / "trials.parquet").to_pylist()}
+    before = kill_driver_when(study_file, study_dir, lambda rows: sum(r["status"] == "finished" for r in rows) >= 2)
     finished_before = {t for t, r in before.items() if r["status"] == "finished"}
-    os.kill(driver.pid, signal.SIGKILL)
-    driver.wait()
-    # Ray's own processes die with their driver; make sure of it within that process group
-    # only (the test session's Ray lives in another group)
-    time.sleep(3)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(driver.pid, signal.SIGKILL)
-
-    resumed = subprocess.run(
-        [*cli, "resume", str(study_dir)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    resume(study_dir)
     after = {r["trial_id"]: r for r in pq.read_table(study_dir / "trials.parquet").to_pylist()}
     assert len(after) == 6
     assert all(r["status"] == "finished" for r in after.values()), {t: r["status"] for t, r in after.items()}
