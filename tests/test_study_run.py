@@ -142,16 +142,21 @@ def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
 
 
 def test_raising_trial_is_recorded_as_errored_and_the_study_goes_on(ray_local, tmp_path):
+    import torch
+
     from resweep.study import run_study
 
-    missing = tmp_path / "no-such-folder"
+    # a safe torch file (preflight passes it) of another network: loading it into the model
+    # raises inside the trial, as a checkpoint of the wrong architecture would
+    other = tmp_path / "other_network.pt"
+    torch.save({"body.0.weight": torch.zeros(3, 3)}, other)
     study = study_from_dict(
         {
             "name": "errors",
             "base": tiny_config_dict(**{"train.iterations": 4, "eval.every": 4}),
             "variants": [
                 {"label": "ok", "overrides": {}},
-                {"label": "broken", "overrides": {"data.train": {"kind": "folder", "path": str(missing)}}},
+                {"label": "broken", "overrides": {"model.init_from": str(other)}},
             ],
             "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
             "failure": {"max_failures": 1},
@@ -161,4 +166,4 @@ def test_raising_trial_is_recorded_as_errored_and_the_study_goes_on(ray_local, t
     trials = pq.read_table(study_dir / "trials.parquet").to_pandas().set_index("label")
     assert trials.loc["ok", "status"] == "finished"
     assert trials.loc["broken", "status"] == "errored"
-    assert str(missing) in trials.loc["broken", "error"]
+    assert str(other) in trials.loc["broken", "error"] and "does not fit" in trials.loc["broken", "error"]
