@@ -62,12 +62,23 @@ def kill_driver_when(
     finally:
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
-        # the driver's local Ray dies with it; make sure of it within that process group only
-        # (the test session's own Ray lives in another group)
-        time.sleep(3)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(driver.pid, signal.SIGKILL)
+        _kill_group(driver.pid)
     return {r["trial_id"]: r for r in rows}
+
+
+def _kill_group(pgid: int, wait_s: float = 5.0) -> None:
+    """SIGKILL what is left of the driver's process group (its local Ray: the machine went
+    down with it) and wait until it is gone. Only that group: the test session's own Ray
+    lives in another one."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)  # signal 0: does any process of the group remain?
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def resume(

@@ -150,7 +150,7 @@ def test_optuna_multi_with_two_seeds_tells_one_mean_per_objective(ray_local, tmp
 
 def test_killed_driver_resumes_an_optuna_study_keeping_seed_groups(tmp_path):
     """A kill may land between Optuna's ask and Tune's searcher checkpoint (then that Optuna
-    trial is told FAIL on resume, marked interrupted; tests/test_study_searcher_resume.py makes
+    trial is told FAIL on resume, marked interrupted; tests/test_study_search_resume.py makes
     that window deterministic) or elsewhere: either way 4 whole seed groups, none run twice."""
     import optuna
 

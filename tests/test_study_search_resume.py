@@ -161,3 +161,49 @@ def test_restore_without_a_lost_ask_fails_nothing(tmp_path):
     assert [t.state for t in _stored(tmp_path)] == [optuna.trial.TrialState.RUNNING] * 2
     resumed.run_to_end(started)
     assert [t.state for t in _stored(tmp_path)] == [optuna.trial.TrialState.COMPLETE] * GROUPS
+
+
+def test_a_grid_resumed_from_an_older_checkpoint_loses_no_row_and_repeats_none(tmp_path):
+    """resweep's grid is Tune's variant generator over the resolved trial specs (no Optuna, no
+    searcher of ours). Trials it made after the last experiment checkpoint die with the driver;
+    the generator restored from that checkpoint makes them again, so every planned trial runs
+    exactly once."""
+    from ray.tune.experiment import Experiment
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from resweep.study.tuner import searcher_and_space
+
+    study = study_from_dict({
+        "name": "grid-window", "base": tiny_config_dict(), "seeds": SEEDS,
+        "space": {"optim.lr": {"type": "grid", "values": [1e-3, 5e-4, 2e-4]}},
+        "variants": [{"label": "l1"}, {"label": "l2", "overrides": {"loss.pixel": "l2"}}],
+    })
+    search_alg, param_space, num_samples = searcher_and_space(study, StudyLayout(tmp_path))
+    assert search_alg is None  # Tune's own BasicVariantGenerator
+
+    def trainable(config):  # never run: only the generator's trials are looked at
+        pass
+
+    def specs(trials) -> list[dict]:
+        return [trial.config[TRIAL_KEY] for trial in trials]
+
+    first = BasicVariantGenerator()
+    first.add_configurations([Experiment("grid", trainable, config=param_space, num_samples=num_samples,
+                                         storage_path=str(tmp_path))])
+    kept = [first.next_trial() for _ in range(5)]
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    first.save_to_dir(str(checkpoint), "s")
+    lost = [first.next_trial() for _ in range(3)]  # made after the checkpoint, lost with the kill
+    assert all(lost)
+
+    resumed = BasicVariantGenerator()
+    resumed.restore_from_dir(str(checkpoint))
+    made = []
+    while (trial := resumed.next_trial()) is not None:
+        made.append(trial)
+    assert resumed.is_finished()
+    planned = [spec.to_payload() for spec in study.trial_specs()]
+    assert len(planned) == 2 * 3 * len(SEEDS)
+    assert specs(kept) + specs(made) == planned
+    assert specs(made)[:3] == specs(lost)
