@@ -65,8 +65,8 @@ class DivergenceAwareOptunaSearch(OptunaSearch):
             if t.number not in known
         ]
         for frozen in interrupted:
-            # set through the storage: the orphan has no live Trial object (Optuna's own
-            # fail_stale_trials does the same)
+            # through the storage, by trial id: the orphan has no live Trial object here
+            # (Optuna's own fail_stale_trials also works on the storage this way)
             self._ot_study._storage.set_trial_user_attr(frozen._trial_id, INTERRUPTED_ATTR, INTERRUPTED_NOTE)
             self._ot_study.tell(frozen.number, state=TrialState.FAIL)
             logger.warning("Optuna trial #%d %s: told FAIL", frozen.number, INTERRUPTED_NOTE)
