@@ -118,18 +118,20 @@ def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
             {
                 "name": "killme",
                 "base": base,
-                "space": {"optim.lr": {"type": "grid", "values": [1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5]}},
+                "space": {"optim.lr": {"type": "grid", "values": [1e-3, 5e-4, 2e-4, 1e-4, 5e-5]}},
                 "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
                 "budget": {"max_concurrent": 2},
             }
         )
     )
     study_dir = tmp_path / "study"
+    # killed once 2 trials finished: with 2 running at a time, later trials are under way or
+    # not made yet (Tune's grid generator makes those after the resume)
     before = kill_driver_when(study_file, study_dir, lambda rows: sum(r["status"] == "finished" for r in rows) >= 2)
     finished_before = {t for t, r in before.items() if r["status"] == "finished"}
     resume(study_dir)
     after = {r["trial_id"]: r for r in pq.read_table(study_dir / "trials.parquet").to_pylist()}
-    assert len(after) == 6
+    assert len(after) == 5
     assert all(r["status"] == "finished" for r in after.values()), {t: r["status"] for t, r in after.items()}
     for tid in finished_before:
         # kept as it was: not restarted (start time unchanged) and its results untouched
