@@ -127,6 +127,8 @@ def test_missing_feature_network_weights(files, monkeypatch):
     _refused(_config(**{"methods.spn": spn}), "methods.spn.feature_weights",
              "RESWEEP_VGG_WEIGHTS", "allow_random_features")
     preflight(_config(**{"methods.spn": {**spn, "allow_random_features": True}}), verify_images=False)
+    # switched off (a study's baseline row keeps the settings): never built, nothing to look up
+    preflight(_config(**{"methods.spn": {**spn, "enabled": False}}), verify_images=False)
     # weights found through the environment variable are checked like a named file
     monkeypatch.setenv("RESWEEP_VGG_WEIGHTS", str(files["evil"]))
     _refused(_config(**{"methods.spn": spn}), "methods.spn.feature_weights", "not a safe torch file")
