@@ -15,7 +15,7 @@ from resweep.cli import main
 from resweep.config import ExperimentConfig
 from resweep.engine.checkpoint import save_checkpoint
 from resweep.engine.preflight import named_paths, preflight
-from resweep.errors import ConfigError
+from resweep.errors import ConfigError, DataError
 from resweep.models import create_model
 
 from conftest import tiny_config_dict
@@ -127,6 +127,8 @@ def test_missing_feature_network_weights(files, monkeypatch):
     _refused(_config(**{"methods.spn": spn}), "methods.spn.feature_weights",
              "RESWEEP_VGG_WEIGHTS", "allow_random_features")
     preflight(_config(**{"methods.spn": {**spn, "allow_random_features": True}}), verify_images=False)
+    # switched off (a study's baseline row keeps the settings): never built, nothing to look up
+    preflight(_config(**{"methods.spn": {**spn, "enabled": False}}), verify_images=False)
     # weights found through the environment variable are checked like a named file
     monkeypatch.setenv("RESWEEP_VGG_WEIGHTS", str(files["evil"]))
     _refused(_config(**{"methods.spn": spn}), "methods.spn.feature_weights", "not a safe torch file")
@@ -145,3 +147,82 @@ def test_cli_refuses_in_one_line_before_ray(files, tmp_path, capsys):
     assert "model.init_from" in err and str(files["evil"]) in err and "not a safe torch file" in err
     assert not (tmp_path / "out").exists()  # refused before anything was written or started
     assert not files["marker"].exists()
+
+
+# --------------------------------------------------------------------------- studies: every configuration
+def _study(tmp_path, **fields):
+    from resweep.study.spec import study_from_dict
+
+    return study_from_dict({"name": "pre", "base": tiny_config_dict(), "seeds": [0, 1], **fields})
+
+
+def _study_refused(study, error_type, field, *words):
+    from resweep.study.preflight import preflight_study
+
+    with pytest.raises(error_type) as info:
+        preflight_study(study, verify_images=False)
+    err = info.value
+    if field is not None:
+        assert err.field == field, str(err)
+    for word in words:
+        assert str(word) in str(err), str(err)
+    assert "\n" not in str(err)
+    return err
+
+
+def test_study_preflight_checks_each_variant_not_only_the_base(files, monkeypatch):
+    from resweep.study.preflight import preflight_study, study_experiments
+
+    monkeypatch.delenv("RESWEEP_VGG_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(files["root"] / "empty_torch_home"))
+    fine = [{"label": "baseline"}, {"label": "warm", "overrides": {"model.init_from": str(files["good"])}}]
+    study = _study(files["root"], variants=fine)
+    assert [where for where, _ in study_experiments(study)] == ["variant 'baseline'", "variant 'warm'"]
+    preflight_study(study, verify_images=False)  # the base and these variants are fine
+
+    # a variant switching on a method whose feature-network weights are not on this machine
+    spn = {"label": "spn", "overrides": {"methods.spn": {"enabled": True, "weight": 1e-4}}}
+    _study_refused(_study(files["root"], variants=[*fine, spn]), ConfigError,
+                   "methods.spn.feature_weights", "variant 'spn'", "RESWEEP_VGG_WEIGHTS")
+    # a variant naming a pickle payload: refused, never run
+    evil = {"label": "evil-init", "overrides": {"model.init_from": str(files["evil"])}}
+    _study_refused(_study(files["root"], variants=[*fine, evil]), ConfigError,
+                   "model.init_from", "variant 'evil-init'", files["evil"], "not a safe torch file")
+    assert not files["marker"].exists()
+    # a variant training on an empty folder
+    (files["root"] / "empty").mkdir()
+    empty = {"label": "own-data", "overrides": {"data.train": {"kind": "folder", "path": str(files["root"] / "empty")}}}
+    _study_refused(_study(files["root"], variants=[*fine, empty]), DataError, None,
+                   "variant 'own-data'", files["root"] / "empty")
+
+
+def test_study_preflight_names_the_grid_point_and_the_optuna_value(files):
+    missing = files["root"] / "missing.pt"
+    grid = {"model.init_from": {"type": "grid", "values": [str(files["good"]), str(missing)]}}
+    _study_refused(_study(files["root"], space=grid), ConfigError, "model.init_from",
+                   f"trial model.init_from='{missing}'", "file not found")
+    optuna = {"model.init_from": {"type": "choice", "values": [str(files["good"]), str(missing)]},
+              "optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}}
+    study = _study(files["root"], space=optuna, search={"algorithm": "optuna_tpe", "num_samples": 2})
+    _study_refused(study, ConfigError, "model.init_from", f"space.model.init_from = '{missing}'", "file not found")
+
+
+def test_resweep_run_refuses_a_bad_variant_in_one_line_before_ray(files, tmp_path, capsys, monkeypatch):
+    import ray
+
+    monkeypatch.delenv("RESWEEP_VGG_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(files["root"] / "empty_torch_home"))
+    ray_was_up = ray.is_initialized()
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "pre", "base": tiny_config_dict(),
+        "variants": [{"label": "baseline"}, {"label": "spn", "overrides": {"methods.spn.enabled": True}}],
+    }))
+    code = main(["run", str(path), "--dir", str(tmp_path / "study")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resweep: error:"), err
+    assert "variant 'spn'" in err and "methods.spn.feature_weights" in err
+    assert not (tmp_path / "study").exists()  # nothing written, no trial started
+    assert ray.is_initialized() == ray_was_up  # Ray was not started for it

@@ -18,13 +18,13 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from conftest import ROOT, tiny_config_dict
+from kill_resume import CLI, kill_driver_when, resume
 
 pytestmark = pytest.mark.ray
 pytest.importorskip("moto")
@@ -81,13 +81,6 @@ def _s3_table(prefix: str, name: str) -> list[dict]:
     return pq.read_table(f"{root}/{name}", filesystem=fs).to_pylist()
 
 
-def _finished(study_dir: Path) -> int:
-    try:
-        return sum(r["status"] == "finished" for r in pq.read_table(study_dir / "trials.parquet").to_pylist())
-    except Exception:
-        return 0
-
-
 def _eco_study(storage: str) -> dict:
     eco_task = {"kind": "sr", "scale": 2, "quantize_input": False}
     teacher = tiny_config_dict(**{"name": "teacher", "task": eco_task, "train.iterations": 3, "eval.sets": []})
@@ -124,33 +117,18 @@ def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, t
         study_file = tmp_path / "study.yaml"
         study_file.write_text(yaml.safe_dump(_eco_study(storage)))
         study_dir = tmp_path / "study"
-        cli = [sys.executable, "-m", "resweep.cli"]
+        address_args = ["--address", address]
 
         # ---- run, SIGKILL the driver once a trial finished, resume from the S3 storage
-        driver = subprocess.Popen(
-            [*cli, "run", str(study_file), "--dir", str(study_dir), "--address", address],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        deadline = time.monotonic() + 500
-        while _finished(study_dir) < 1:
-            assert driver.poll() is None, driver.stdout.read().decode()[-4000:]
-            assert time.monotonic() < deadline, "study made no progress"
-            time.sleep(0.5)
-        before = {r["trial_id"]: r for r in pq.read_table(study_dir / "trials.parquet").to_pylist()}
-        os.kill(driver.pid, signal.SIGKILL)
-        driver.wait()
+        before = kill_driver_when(study_file, study_dir, lambda rows: any(r["status"] == "finished" for r in rows),
+                                  extra_args=address_args, env=env, timeout_s=500)
         finished_before = {t for t, r in before.items() if r["status"] == "finished"}
         assert 1 <= len(finished_before) < 4
         markers_before = {
             f: json.loads(_read_s3(storage, f)) for f in _s3_files(storage) if f.endswith("COMMITTED.json")
         }
         assert len(markers_before) == 2  # the teacher (train) and its centroids
-
-        resumed = subprocess.run(
-            [*cli, "resume", str(study_dir), "--address", address],
-            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-        )
-        assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-4000:]
+        resume(study_dir, extra_args=address_args, env=env)
     finally:
         (tmp_path / "stop").write_text("")
         try:
@@ -198,7 +176,7 @@ def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, t
     copy = tmp_path / "copy"
     fs, root = pafs.FileSystem.from_uri(storage)
     pafs.copy_files(root, str(copy), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-    report = subprocess.run([*cli, "report", str(copy)], cwd=ROOT, env=env, capture_output=True, text=True,
+    report = subprocess.run([*CLI, "report", str(copy)], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=300)
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     dashboard = (copy / "report" / "index.html").read_text()

@@ -118,16 +118,20 @@ def test_plain_progress_shows_each_running_trial_and_the_study():
 
 @pytest.mark.ray
 def test_worker_error_is_one_line_with_the_log_path_and_logs_hold_the_engine_lines(ray_local, tmp_path, capfd):
+    import torch
+
     from resweep.study import run_study
 
-    missing = tmp_path / "no-such-folder"
+    # a safe torch file of another network: preflight passes it, the trial raises loading it
+    other = tmp_path / "other_network.pt"
+    torch.save({"body.0.weight": torch.zeros(3, 3)}, other)
     study = study_from_dict(
         {
             "name": "errors-one-line",
             "base": tiny_config_dict(**{"train.iterations": 6, "train.log_every": 2, "eval.every": 3}),
             "variants": [
                 {"label": "ok", "overrides": {}},
-                {"label": "broken", "overrides": {"data.train": {"kind": "folder", "path": str(missing)}}},
+                {"label": "broken", "overrides": {"model.init_from": str(other)}},
             ],
             "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
             "failure": {"max_failures": 0},
@@ -142,7 +146,7 @@ def test_worker_error_is_one_line_with_the_log_path_and_logs_hold_the_engine_lin
     log_path = layout.trial_log(broken)
     lines = [line for line in text.splitlines() if "errored:" in line and broken in line]
     assert len(lines) == 1, text[-3000:]
-    assert "Error: " in lines[0] and str(missing) in lines[0] and f"full log: {log_path}" in lines[0]
+    assert "Error: " in lines[0] and str(other) in lines[0] and f"full log: {log_path}" in lines[0]
     assert "Traceback" not in text and "PlacementGroupCleaner" not in text
     assert "Traceback" in log_path.read_text()  # the full story is in the trial's log
     ok_log = layout.trial_log(trials.loc["ok", "trial_id"]).read_text()

@@ -83,7 +83,10 @@ def test_optuna_define_by_run_respects_conditions():
         ({"space": {"optim.lr": {"type": "uniform", "low": 1, "high": 1}}}, "space.optim.lr", "low < high"),
         ({"space": {"optim.lr": {"type": "normal", "mean": 1}}}, "space.optim.lr", "type"),
         ({"search": {"algorithm": "bayes"}}, "search.algorithm", "grid"),
-        ({"space": {"optim.lr": {"type": "grid", "values": [-1.0]}}}, "space", "optim.lr"),
+        ({"space": {"optim.lr": {"type": "grid", "values": [-1.0]}}}, "space.optim.lr", "greater than 0"),
+        # a variant's bad override names the variant and its own field, not the space
+        ({"variants": [{"label": "a"}, {"label": "bad", "overrides": {"optim.lr": -1.0}}]},
+         "variants[1].overrides.optim.lr", "variant 'bad'"),
         ({"variants": [{"label": "a", "overrides": {"model.nme": "x"}}]}, "variants[0].overrides.model.nme", "unknown"),
     ],
 )

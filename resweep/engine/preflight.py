@@ -87,7 +87,8 @@ def check_named_files(config: ExperimentConfig) -> None:
     method will look up (no path given, random features not allowed) are found."""
     for field, path in named_paths(config):
         check_file(path, field)
-    for name, method in config.methods.items():
+    # a disabled method is never built: it looks no weights up (its named files are still checked)
+    for name, method in config.enabled_methods.items():
         _check_feature_weights(method, f"methods.{name}")
 
 

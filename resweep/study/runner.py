@@ -145,10 +145,10 @@ def run_study(
         print(f"{layout.root} already holds this study: resuming it")
         return resume_study(layout.root, address=address, quiet=quiet, num_cpus=num_cpus)
 
-    from resweep.engine.preflight import preflight
+    from resweep.study.preflight import preflight_study
     from resweep.study.tuner import build_tuner, total_trials
 
-    preflight(study.base)  # bad data fails here, before any trial starts
+    preflight_study(study)  # bad data or files of any configuration fail here, before Ray starts
     storage = _prepare_dir(study, layout, source)
     init_ray(address, num_cpus=num_cpus)
     artifact_keys = _prepare_stages(study, layout, storage)

@@ -209,25 +209,56 @@ class StudyConfig(_Strict):
                     self.experiment_for(trial["params"], trial["seed"])
                 except ConfigError as exc:
                     raise ConfigError(
-                        f"trial {trial['params']} (seed {trial['seed']}) is not a valid config: {exc}",
-                        field="space",
+                        f"{self.describe_trial(trial['label'], trial['params'])} (seed {trial['seed']}) "
+                        f"is not a valid config: {exc.message}",
+                        field=self._study_field(trial["label"], exc.field),
                     ) from None
         else:
-            base = self.base.to_dict()
-            for path, dist in self.space.items():
-                for value in probe_values(dist):
-                    params = {path: value}
-                    for cond, cond_value in (dist.when or {}).items():
-                        params.setdefault(cond, cond_value)
-                    if not condition_holds(dist, params, base):
-                        continue
-                    try:
-                        self.base.with_overrides(params)
-                    except ConfigError as exc:
-                        raise ConfigError(f"value {value!r} is not valid: {exc}", field=f"space.{path}") from None
+            for path, value, params in self.probe_overrides():
+                try:
+                    self.base.with_overrides(params)
+                except ConfigError as exc:
+                    raise ConfigError(f"value {value!r} is not valid: {exc}", field=f"space.{path}") from None
         for objective in self.objectives:
             if not objective.metric:
                 raise ConfigError("empty metric name", field="objectives")
+
+
+    def probe_overrides(self) -> list[tuple[str, Any, dict[str, Any]]]:
+        """Optuna: ``(path, value, overrides)`` for each extreme value of each distribution (with
+        the values its ``when`` needs): the configurations checked before the study starts."""
+        base = self.base.to_dict()
+        probes = []
+        for path, dist in self.space.items():
+            for value in probe_values(dist):
+                params = {path: value}
+                for cond, cond_value in (dist.when or {}).items():
+                    params.setdefault(cond, cond_value)
+                if condition_holds(dist, params, base):
+                    probes.append((path, value, params))
+        return probes
+
+    @staticmethod
+    def describe_trial(label: str, params: dict[str, Any]) -> str:
+        """How errors name a grid/random configuration: its variant label, else its knobs."""
+        if label:
+            return f"variant '{label}'"
+        return "trial " + ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+    def _study_field(self, label: str, field: str | None) -> str:
+        """The study file's field behind a bad experiment field: a variant's override, a knob."""
+        if label and field:
+            index = next(i for i, v in enumerate(self.variants) if v.label == label)
+            overrides = self.variants[index].overrides
+            path = next((p for p in overrides if field == p or field.startswith(p + ".")
+                         or p.startswith(field + ".")), None)
+            if path is not None:
+                return f"variants[{index}].overrides.{path}"
+        if field:
+            path = next((p for p in self.space if field == p or field.startswith(p + ".")), None)
+            if path is not None:
+                return f"space.{path}"
+        return "space"
 
 
 def _resolve_base(data: dict[str, Any], study_path: Path) -> dict[str, Any]:
