@@ -147,7 +147,9 @@ def read_video_mae_state(path: str | Path, num_heads: int | None = None) -> tupl
         pos_embed=kind, pos_grid=(gt, g, g), cls_token=cls,
         pixel_mean=KINETICS_MEAN, pixel_std=KINETICS_STD,
     )
-    return arch, _fuse_qkv(state)
+    state = {("proj." + k.removeprefix("patch_embed.proj.")) if k.startswith("patch_embed.proj.") else k: v
+             for k, v in _fuse_qkv(state).items()}
+    return arch, state
 
 
 def load_video_mae_encoder(path: str | Path, num_heads: int | None = None) -> VideoMaeEncoder:
