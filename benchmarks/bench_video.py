@@ -13,6 +13,14 @@ the trainer calls it: variant ``ctmae_video`` on a ``mae_video_pretrain`` artifa
 ``--mae-arch``), for the centre-frame output (the restored frame among its clean neighbours
 goes through the encoder) and for ``target: all`` (the 5 restored frames).
 
+Measured 2026-11-23 on the 2-core project machine under heavy load from other sessions (load
+average 8-13), one thread, batch 8, fastdvdnet_tiny, centre-frame output:
+
+    patch 48, MAE 'tiny':   Original 282 ms/step, +CTMAE-video 310 ms (x1.10)
+    patch 32, MAE 'tiny':   Original 152 ms/step, +CTMAE-video 236 ms (x1.55)
+    patch 64, MAE 'small':  Original 582 ms/step, +CTMAE-video 1720 ms (x2.96)
+    (target: all: x4.5-6.4 for Original, x5.1-9.6 with the MAE term, against centre Original)
+
 Timings are medians of rounds; on a shared machine (this project's: 2 cores, seven engineers)
 only the ratios measured side by side in one run mean much.
 """
