@@ -23,7 +23,7 @@ Loss networks:
 * ``kmae_video``: MAE-ST's Kinetics-pretrained encoder from a local file
   (:mod:`resweep.models.mae_video_weights`); with ``kmae_stand_in`` and no file, a video MAE
   pretrained here on other clips (the scikit-image demo clips by default) stands in, and the
-  run's notes say that this is not the paper's setting.
+  run's log and the method's notes() say that this is not the paper's setting.
 """
 
 from __future__ import annotations
