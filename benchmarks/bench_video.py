@@ -7,12 +7,19 @@ Loader: ``VideoWindowDataset`` (5-frame windows, one crop/flip per window, noise
 decoding PNG frames every time vs keeping decoded frames in memory (uint8); rounds of the two
 alternate so load from other processes hits both alike.
 
-Step: forward + backward + Adam step of FastDVDnet (tiny; ``--full`` adds the full size) at the given patch,
-(a) pixel L1 on the centre frame, (b) plus ``‖E(y) − E(ŷ)‖₁`` with a frozen video MAE encoder
-``E`` (``small``) on the restored frame, (c) restoring all 5 frames (``target: all``) with L1,
-(d) (c) plus the video MAE loss on the 5 restored frames. The MAE loss here is written out in
-the benchmark (frozen encoder, L1 on its final tokens, target features under no_grad), the
-same computation as the ``mae_loss`` method, which is not wired to video encoders yet.
+Step: forward + backward + Adam step of FastDVDnet (tiny; ``--full`` adds the full size) at the
+given patch, Original (pixel L1) vs +CTMAE-video (plus the ``mae_loss`` method's term, called as
+the trainer calls it: variant ``ctmae_video`` on a ``mae_video_pretrain`` artifact of
+``--mae-arch``), for the centre-frame output (the restored frame among its clean neighbours
+goes through the encoder) and for ``target: all`` (the 5 restored frames).
+
+Measured 2026-11-23 on the 2-core project machine under heavy load from other sessions (load
+average 8-13), one thread, batch 8, fastdvdnet_tiny, centre-frame output:
+
+    patch 48, MAE 'tiny':   Original 282 ms/step, +CTMAE-video 310 ms (x1.10)
+    patch 32, MAE 'tiny':   Original 152 ms/step, +CTMAE-video 236 ms (x1.55)
+    patch 64, MAE 'small':  Original 582 ms/step, +CTMAE-video 1720 ms (x2.96)
+    (target: all: x4.5-6.4 for Original, x5.1-9.6 with the MAE term, against centre Original)
 
 Timings are medians of rounds; on a shared machine (this project's: 2 cores, seven engineers)
 only the ratios measured side by side in one run mean much.
@@ -25,6 +32,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +47,6 @@ from resweep.data.video_demo import demo_video_source  # noqa: E402
 from resweep.degradations.tasks import build_task  # noqa: E402
 from resweep.degradations.video_denoise import pack_window  # noqa: E402
 from resweep.models import create_model  # noqa: E402
-from resweep.models.mae_video import VIDEO_MAE_ARCHS, VideoMaeEncoder  # noqa: E402
 
 DEFAULT_CLIPS = Path("/work/shared/datasets/video")
 
@@ -80,37 +87,66 @@ def bench_loader(args: argparse.Namespace) -> None:
         print(f"  {name:24s} {med:8.1f} samples/s   x{med / base:.2f}")
 
 
+def video_mae_method(arch: str, target: str, artifact: Path) -> Any:
+    """The ``mae_loss`` method (variant ``ctmae_video``) on a ``mae_video_pretrain`` artifact of
+    ``arch`` (one pretraining step: the weights do not change the cost)."""
+    from resweep.config import ExperimentConfig
+    from resweep.methods import MethodContext, World
+    from resweep.methods.mae_loss import MaeLoss
+    from resweep.stages import StageContext
+    from resweep.stages.mae_video_pretrain import MaeVideoPretrainStage, produce_mae_video_pretrain
+
+    if not (artifact / "encoder.pt").is_file():
+        definition = MaeVideoPretrainStage(arch=arch, num_frames=5, crop=32, steps=1, batch_size=2,
+                                           data={"kind": "video_demo", "split": "all"})
+        produce_mae_video_pretrain(definition, artifact, StageContext(log=lambda _m: None))
+    cfg = ExperimentConfig.from_dict({
+        "task": {"kind": "video_denoise", "scale": 1, "noise_sigma": 30, "video": {"target": target}},
+        "model": {"name": "fastdvdnet_tiny", "kwargs": {"target": target}},
+        "data": {"train": {"kind": "video_demo", "split": "train"}},
+        "methods": {"mae_loss": {"variant": "ctmae_video"}},
+    })
+    context = MethodContext(config=cfg, model=torch.nn.Identity(), task=None, world=World(),  # type: ignore[arg-type]
+                            cache_dir=artifact, log=lambda _m: None, artifacts={"encoder": artifact})
+    return MaeLoss(cfg.methods["mae_loss"], context)
+
+
 def bench_steps(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from resweep.data.video import CLEAN_WINDOW_KEY
+
     torch.manual_seed(0)
-    encoder = VideoMaeEncoder(VIDEO_MAE_ARCHS["small"]).eval().requires_grad_(False)
     b, p = args.batch, args.patch
     frames = torch.rand(b, 5, 3, p, p)
     x = pack_window(frames, 30 / 255)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-video-"))
+    methods = {t: video_mae_method(args.mae_arch, t, scratch / args.mae_arch) for t in ("centre", "all")}
 
-    def step_fn(model, optimizer, target_all: bool, mae: bool):
-        gt = frames.reshape(b, 15, p, p) if target_all else frames[:, 2]
+    def step_fn(model, optimizer, target: str, mae: bool):
+        gt = frames.reshape(b, 15, p, p) if target == "all" else frames[:, 2]
+        batch = {"lq": x, "gt": gt, CLEAN_WINDOW_KEY: frames}
 
         def step() -> None:
             pred = model(x)
-            loss = (pred - gt).abs().mean()
-            if mae:
-                with torch.no_grad():
-                    ref = encoder(gt)
-                loss = loss + (encoder(pred) - ref).abs().mean()
+            loss = (pred - gt).abs().mean()  # the engine's pixel L1
+            if mae:  # through the method, as the trainer calls it
+                loss = loss + methods[target].loss_terms(pred, batch, 0)["mae"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
         return step
 
-    print(f"step time: batch {b}, patch {p}, 5 frames, {torch.get_num_threads()} thread(s)")
+    print(f"step time: batch {b}, patch {p}, 5 frames, video MAE '{args.mae_arch}', "
+          f"{torch.get_num_threads()} thread(s)")
     for name in ("fastdvdnet_tiny", "fastdvdnet") if args.full else ("fastdvdnet_tiny",):
         arms = {}
-        for target_all in (False, True):
-            model = create_model(name, target="all" if target_all else "centre")
+        for target in ("centre", "all"):
+            model = create_model(name, target=target)
             optimizer = torch.optim.Adam(model.parameters(), 1e-4)
             for mae in (False, True):
-                label = f"{'all frames' if target_all else 'centre'}{' + video MAE loss' if mae else ''}"
-                arms[label] = step_fn(model, optimizer, target_all, mae)
+                label = f"{'Original' if not mae else '+CTMAE-video'} ({target})"
+                arms[label] = step_fn(model, optimizer, target, mae)
         times: dict[str, list[float]] = {k: [] for k in arms}
         for fn in arms.values():
             fn()  # warm-up
@@ -119,11 +155,11 @@ def bench_steps(args: argparse.Namespace) -> None:
                 start = time.perf_counter()
                 fn()
                 times[label].append(time.perf_counter() - start)
-        base = statistics.median(times["centre"])
+        base = statistics.median(times["Original (centre)"])
         print(f"  {name}")
         for label, t in times.items():
             med = statistics.median(t)
-            print(f"    {label:30s} {med * 1000:8.1f} ms/step   x{med / base:.2f}")
+            print(f"    {label:28s} {med * 1000:8.1f} ms/step   x{med / base:.2f}")
 
 
 def main() -> None:
@@ -136,8 +172,12 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="also time the full-size FastDVDnet")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--skip-steps", action="store_true")
+    parser.add_argument("--skip-loader", action="store_true")
+    parser.add_argument("--mae-arch", choices=("tiny", "small"), default="small",
+                        help="size of the video MAE used as the loss")
     args = parser.parse_args()
-    bench_loader(args)
+    if not args.skip_loader:
+        bench_loader(args)
     if not args.skip_steps:
         bench_steps(args)
 

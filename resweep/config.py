@@ -134,6 +134,15 @@ class ExperimentConfig(StrictModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _check_methods_fit(self) -> ExperimentConfig:
+        for name, method in sorted(self.enabled_methods.items()):
+            try:
+                method.check_experiment(self)
+            except ValueError as exc:
+                raise ValueError(f"methods.{name}: {exc}") from None
+        return self
+
     # ------------------------------------------------------------------ helpers
     @property
     def enabled_methods(self) -> dict[str, MethodConfig]:

@@ -1,11 +1,12 @@
-"""Presets mae_table2 / mae_table3 (x2, x4) / mae_table7: load, rows match the paper's, stages."""
+"""Presets mae_table2 / mae_table3 (x2, x4) / mae_table5 (video) / mae_table7: load, rows match the
+paper's, stages."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-PRESETS = ["mae_table2", "mae_table3", "mae_table3_x4", "mae_table7"]
+PRESETS = ["mae_table2", "mae_table3", "mae_table3_x4", "mae_table5", "mae_table7"]
 
 
 @pytest.fixture
@@ -14,6 +15,7 @@ def no_kmae_file(tmp_path, monkeypatch):
     torch.hub.set_dir(str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv("RESWEEP_MAE_WEIGHTS", raising=False)
+    monkeypatch.delenv("RESWEEP_MAE_VIDEO_WEIGHTS", raising=False)
     yield
     torch.hub.set_dir(old)
 
@@ -42,9 +44,13 @@ def test_preset_rows_and_stages(name, paper_schedule, no_kmae_file):
             assert stages == {}  # the ImageNet file is required: no stand-in
             continue
         stage = stages["encoder"]
-        assert stage.variant == ("conv" if "CCMAE" in label else "vit")
+        video = exp.task.kind == "video_denoise"
+        if video:
+            assert stage.kind == "mae_video_pretrain" and mae.variant.endswith("_video")
+        else:
+            assert stage.variant == ("conv" if "CCMAE" in label else "vit")
         if label == "+KMAE":
-            assert stage.data["kind"] == "demo"  # out-of-task stand-in
+            assert stage.data["kind"] == ("video_demo" if video else "demo")  # out-of-task stand-in
         else:
             assert stage.data == exp.data.train.model_dump(mode="json")
         encoders.setdefault(label.replace("+P_", "+"), set()).add(stage.model_dump_json())
@@ -61,3 +67,15 @@ def test_table3_measures_niqe_and_has_the_vgg_row():
         assert all(s.niqe for s in study.base.eval.sets)
         vgg = study.experiment_for(next(t for t in study.trial_configs() if t["label"] == "+VGG")["params"], 0)
         assert vgg.methods["perceptual"].enabled and not vgg.methods["perceptual"].allow_random_features
+
+
+def test_table5_trains_and_evaluates_on_different_clips():
+    from resweep.presets import load_preset
+
+    study = load_preset("mae_table5")
+    base = study.base
+    assert base.model.name == "fastdvdnet" and base.task.video.target == "centre"
+    train = str(base.data.train.path)
+    evals = [str(s.path) for s in base.eval.sets]
+    assert train.endswith("bikes") and evals == [e for e in evals if e.endswith("carphone")] and evals
+    assert study.primary.metric == "eval.carphone.psnr"

@@ -226,3 +226,17 @@ def test_resweep_run_refuses_a_bad_variant_in_one_line_before_ray(files, tmp_pat
     assert "variant 'spn'" in err and "methods.spn.feature_weights" in err
     assert not (tmp_path / "study").exists()  # nothing written, no trial started
     assert ray.is_initialized() == ray_was_up  # Ray was not started for it
+
+
+def test_video_study_config_passes_and_a_clip_with_a_gap_is_refused(tmp_path):
+    """Video evaluation sets are clip folders: preflight reads them as clips, not images."""
+    from resweep.errors import DataError
+    from tests.test_video_data import video_config, write_clip
+
+    clips = tmp_path / "clips"
+    write_clip(clips / "a", 6)
+    cfg = ExperimentConfig.from_dict(video_config(**{"eval.sets": [{"kind": "video_folder", "path": str(clips)}]}))
+    preflight(cfg)
+    write_clip(clips / "b", 6, skip=(3,))
+    with pytest.raises(DataError, match="0003"):
+        preflight(cfg)

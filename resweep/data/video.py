@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from resweep.config import DatasetSpec, ExperimentConfig
 
 __all__ = [
+    "CLEAN_WINDOW_KEY",
     "VIDEO_DATASET_KINDS",
     "ClipEvalSet",
     "EvalClip",
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 VIDEO_DATASET_KINDS = ("video_folder", "video_demo")
+# the batch key of the whole clean window (T, 3, p, p), for losses that need the centre frame's
+# clean neighbours (the video MAE loss); present only when asked for (with_clean_window)
+CLEAN_WINDOW_KEY = "gt_window"
 
 
 def build_video_source(spec: DatasetSpec, field: str = "data") -> VideoSource:
@@ -70,10 +74,14 @@ def _video_task(task: Any, where: str) -> VideoDenoise:
 # --------------------------------------------------------------------------- training
 class VideoWindowDataset(Dataset):
     """``dataset[(w, seed)]`` -> ``{"lq": (3T+1, p, p) packed noisy window, "gt": (3, p, p)
-    centre frame or (3T, p, p), "index": w, "clip": c, "start": s}``; ``len()`` = windows."""
+    centre frame or (3T, p, p), "index": w, "clip": c, "start": s}``; ``len()`` = windows.
+    With ``clean_window`` every sample also holds the clean window ``(T, 3, p, p)`` under
+    :data:`CLEAN_WINDOW_KEY` (the same crop, flip and frames as ``lq``)."""
 
-    def __init__(self, source: VideoSource, task: VideoDenoise, patch_size: int, augment: bool) -> None:
+    def __init__(self, source: VideoSource, task: VideoDenoise, patch_size: int, augment: bool,
+                 clean_window: bool = False) -> None:
         self.source, self.task = source, task
+        self.clean_window = bool(clean_window)
         self.patch_size, self.augment = int(patch_size), bool(augment)
         self.num_frames = task.num_frames
         self._windows: list[tuple[int, int]] = []  # (clip, start frame)
@@ -94,6 +102,10 @@ class VideoWindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self._windows)
 
+    def with_clean_window(self) -> VideoWindowDataset:
+        """The same windows, each sample also carrying its clean window."""
+        return VideoWindowDataset(self.source, self.task, self.patch_size, self.augment, clean_window=True)
+
     def window(self, index: int) -> tuple[int, int]:
         """``(clip index, first frame)`` of window ``index``."""
         return self._windows[index]
@@ -112,13 +124,16 @@ class VideoWindowDataset(Dataset):
         if self.augment:
             window = augment_aligned({"window": window}, generator)["window"]
         noisy, sigma = self.task.degrade_clip(window, generator)
-        return {
+        sample: dict[str, Tensor | int] = {
             "lq": pack_window(noisy, sigma).contiguous(),
             "gt": self.task.target_of(window).contiguous(),
             "index": index,
             "clip": c,
             "start": start,
         }
+        if self.clean_window:
+            sample[CLEAN_WINDOW_KEY] = window.contiguous()
+        return sample
 
 
 def check_video_experiment(cfg: ExperimentConfig) -> None:

@@ -59,6 +59,8 @@ class Task:
     kind: ClassVar[str] = ""
     #: the SR factors ``TaskConfig.scale`` may take for this kind (``(1,)``: no resizing)
     allowed_scales: ClassVar[tuple[int, ...]] = (2, 3, 4, 8)
+    #: True for tasks whose samples are windows of frames (the network sees a clip)
+    is_video: ClassVar[bool] = False
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config

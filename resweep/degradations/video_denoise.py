@@ -76,6 +76,7 @@ class VideoDenoise(Task):
 
     kind = "video_denoise"
     allowed_scales = (1,)  # read by the task registry of the stages branch
+    is_video = True
 
     @property
     def num_frames(self) -> int:

@@ -55,7 +55,12 @@ def preflight(config: ExperimentConfig, *, verify_images: bool = True) -> None:
     dataset = build_train_dataset(config, task)  # lists the folder, checks sizes vs the crop
     sources = [dataset.source]
     for spec in config.eval.sets:
-        sources.append(build_source(spec, scale=config.scale))
+        if task.is_video:  # clip folders: discovering them checks sizes and frame numbering
+            from resweep.data.video import build_video_source
+
+            sources.append(build_video_source(spec, field="eval.sets"))
+        else:
+            sources.append(build_source(spec, scale=config.scale))
     if verify_images:
         for source in sources:
             if isinstance(source, FolderSource | PairedSource):

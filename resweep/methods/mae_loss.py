@@ -25,6 +25,13 @@ Patch version (``patch: true``, P_CTMAE / P_CCMAE): at every step a random subse
 (ViT: ``patch_mask_ratio`` of the tokens dropped, the rest encoded) or a random region mask
 (CNN: the same blanked image) is drawn once and used for both ``ŷ`` and ``y``.
 
+Video tasks (``video_denoise``) take the spatiotemporal variants ``ctmae_video`` (the
+``mae_video_pretrain`` stage on the task's clean clips) and ``kmae_video`` (MAE-ST's Kinetics
+encoder, or a stand-in): see :mod:`resweep.methods.mae_loss_video` for what clip the loss
+compares when the network restores only the centre frame. The same ``layers``, ``distance`` and
+``patch`` knobs apply (the patch version keeps the same random subset of tubelets for ``ŷ`` and
+``y``). A video variant on an image task, or an image one on a video task, is a config error.
+
 The encoder is rebuilt from its artifact or file when a run resumes, so it is kept out of the
 method's ``state_dict`` (a ViT-B would add 330 MB to every checkpoint).
 """
@@ -42,13 +49,22 @@ from torch import nn
 
 from resweep.errors import WeightsNotFoundError
 from resweep.methods import Method, MethodConfig, MethodContext, register_method
+from resweep.methods.mae_loss_video import (
+    VIDEO_VARIANTS,
+    MaeVideoPretrainKnobs,
+    build_video_encoder,
+    check_modality,
+    loss_clips,
+    stand_in_clips,
+    wrap_for_centre_target,
+)
 
 if TYPE_CHECKING:
     from resweep.config import DatasetSpec, ExperimentConfig
     from resweep.stages import StageDefinition
 
 ENCODER_ROLE = "encoder"
-Variant = Literal["ctmae", "ccmae", "kmae"]
+Variant = Literal["ctmae", "ccmae", "kmae", "ctmae_video", "kmae_video"]
 
 
 class MaePretrainKnobs(BaseModel):
@@ -107,24 +123,45 @@ class MaeLossConfig(MethodConfig):
         None, description="ImageNet MAE ViT-B/16 file (default: $RESWEEP_MAE_WEIGHTS, hub caches)"
     )
     kmae_stand_in: bool = Field(
-        False, description="KMAE without a weights file: pretrain a stand-in on out-of-task photos"
+        False, description="KMAE / KMAE-video without a weights file: pretrain a stand-in on "
+        "out-of-task photos / other clips"
+    )
+    pretrain_video: MaeVideoPretrainKnobs = Field(default_factory=MaeVideoPretrainKnobs)
+    kmae_video_weights: Path | None = Field(
+        None, description="MAE-ST (Kinetics) checkpoint (default: $RESWEEP_MAE_VIDEO_WEIGHTS, torch hub cache)"
     )
 
+    @property
+    def is_video(self) -> bool:
+        return self.variant in VIDEO_VARIANTS
+
+    def check_experiment(self, experiment: ExperimentConfig) -> None:
+        check_modality(self.variant, experiment)
+
     def stages(self, experiment: ExperimentConfig) -> dict[str, StageDefinition]:
-        """``{"encoder": mae_pretrain definition}`` for CTMAE/CCMAE and a KMAE stand-in."""
+        """``{"encoder": mae_pretrain / mae_video_pretrain definition}`` for CTMAE/CCMAE/
+        CTMAE-video and a KMAE(-video) stand-in."""
         if not self.enabled or self.weight == 0:
             return {}
-        if self.variant == "kmae" and not self._needs_stand_in():
+        if self.variant in ("kmae", "kmae_video") and not self._needs_stand_in():
             return {}
+        if self.is_video:
+            from resweep.methods.mae_loss_video import pretrain_stage
+
+            knobs = self.pretrain_video
+            data = knobs.dataset(stand_in_clips() if self.variant == "kmae_video" else experiment.data.train)
+            return {ENCODER_ROLE: pretrain_stage(knobs, data, experiment)}
         return {ENCODER_ROLE: self.pretrain_stage(experiment)}
 
     def _needs_stand_in(self) -> bool:
+        from resweep.models.mae_video_weights import resolve_video_mae_weights
         from resweep.models.mae_weights import resolve_mae_weights
 
-        if not self.kmae_stand_in or self.kmae_weights is not None:
+        explicit = self.kmae_video_weights if self.is_video else self.kmae_weights
+        if not self.kmae_stand_in or explicit is not None:
             return False
         try:
-            resolve_mae_weights(None)
+            (resolve_video_mae_weights if self.is_video else resolve_mae_weights)(None)
         except WeightsNotFoundError:
             return True
         return False
@@ -174,6 +211,7 @@ class MaeLoss(Method):
         self.cfg = config
         self._seed = context.config.train.seed
         self._rank = context.world.rank
+        self._video = context.config.task.video  # window length and target of a video task
         self._notes: list[str] = []
         self._dist_sum: torch.Tensor | None = None
         self._dist_count = 0
@@ -195,9 +233,10 @@ class MaeLoss(Method):
         encoder.eval()
         object.__setattr__(self, "_encoder", encoder)  # bypass submodule registration
         from resweep.models.mae_conv import ConvMaeEncoder
+        from resweep.models.mae_video import VideoMaeEncoder
         from resweep.models.mae_vit import MaeEncoder
 
-        if isinstance(encoder, MaeEncoder) and config.layers is not None:
+        if isinstance(encoder, MaeEncoder | VideoMaeEncoder) and config.layers is not None:
             _check_indices(config.layers, len(encoder.blocks), "block")
         if isinstance(encoder, ConvMaeEncoder) and config.layers is not None:
             _check_indices(config.layers, len(encoder.stages), "stage")
@@ -210,6 +249,8 @@ class MaeLoss(Method):
         from resweep.stages.mae_pretrain import load_encoder
 
         cfg = self.cfg
+        if cfg.is_video:
+            return build_video_encoder(cfg, context, self._notes, ENCODER_ROLE)
         if cfg.variant in ("ctmae", "ccmae"):
             encoder = load_encoder(context.artifact_dir(ENCODER_ROLE))
             want = MaeEncoder if cfg.variant == "ctmae" else ConvMaeEncoder
@@ -256,16 +297,27 @@ class MaeLoss(Method):
         return self
 
     # ------------------------------------------------------------------ loss
+    def wrap_train_dataset(self, dataset: Any) -> Any:
+        if self.active and self.cfg.is_video:
+            return wrap_for_centre_target(dataset, self._video.target)
+        return dataset
+
     def draw_visible(self, images: torch.Tensor, iteration: int) -> torch.Tensor | None:
-        """Patch version: the shared selection for ŷ and y (ViT ``ids_keep`` / CNN region mask)."""
+        """Patch version: the shared selection for ŷ and y (ViT ``ids_keep`` of patches or of
+        tubelets for a clip ``(B, T, 3, H, W)`` / CNN region mask)."""
         if not self.cfg.patch:
             return None
         from resweep.models.mae_conv import ConvMaeEncoder, region_mask
+        from resweep.models.mae_video import VideoMaeEncoder
         from resweep.models.mae_vit import MaeEncoder, random_keep_ids
 
-        b, _, h, w = images.shape
+        b, h, w = images.shape[0], images.shape[-2], images.shape[-1]
         generator = torch.Generator().manual_seed(derive_seed(self._seed, "mae-loss-patch", iteration, self._rank))
         encoder = self.encoder
+        if isinstance(encoder, VideoMaeEncoder):
+            gt, gh, gw = encoder.grid_of(images.shape[1], h, w)
+            ids_keep, _ = random_keep_ids(b, gt * gh * gw, self.cfg.patch_mask_ratio, generator)
+            return ids_keep.to(images.device)
         if isinstance(encoder, MaeEncoder):
             ids_keep, _ = random_keep_ids(b, encoder.num_patches(h, w), self.cfg.patch_mask_ratio, generator)
             return ids_keep.to(images.device)
@@ -275,11 +327,17 @@ class MaeLoss(Method):
         )
 
     def encode(self, images: torch.Tensor, visible: torch.Tensor | None = None) -> list[torch.Tensor]:
-        """The compared encoder outputs of ``images`` (patch tokens without the class token)."""
+        """The compared encoder outputs of ``images`` (patch tokens without the class token);
+        for a video encoder ``images`` is a clip ``(B, T, 3, H, W)`` (tubelet tokens, the class
+        token left out when the encoder has one)."""
         from resweep.models.mae_conv import ConvMaeEncoder
+        from resweep.models.mae_video import VideoMaeEncoder
         from resweep.models.mae_vit import MaeEncoder
 
         encoder = self.encoder
+        if isinstance(encoder, VideoMaeEncoder):
+            outs = encoder.forward_tokens(images, ids_keep=visible, blocks=self.cfg.layers)
+            return [o[:, encoder.num_prefix_tokens :] for o in outs]
         if isinstance(encoder, MaeEncoder):
             outs = encoder.forward_tokens(images, ids_keep=visible, blocks=self.cfg.layers)
             return [o[:, 1:] for o in outs]
@@ -304,7 +362,11 @@ class MaeLoss(Method):
     ) -> dict[str, torch.Tensor]:
         if not self.active:
             return {}
-        distance = self.feature_loss(prediction, batch["gt"], iteration)
+        if self.cfg.is_video:
+            prediction, target = loss_clips(prediction, batch, self._video.num_frames, self._video.target)
+        else:
+            target = batch["gt"]
+        distance = self.feature_loss(prediction, target, iteration)
         d = distance.detach()
         self._dist_sum = d if self._dist_sum is None else self._dist_sum + d
         self._dist_count += 1

@@ -14,13 +14,23 @@ time index, two thirds from the 2-D patch position) and computed for the clip's 
 so any ``T``/``H``/``W`` works: ``T`` is padded to a multiple of ``t`` by repeating the last
 frame, ``H``/``W`` to multiples of ``p`` by reflection.
 
-Frames enter in [0, 1] and are normalised with the ImageNet statistics, as image MAE does.
+Frames enter in [0, 1] and are normalised with ``arch.pixel_mean``/``pixel_std`` (ImageNet's
+statistics by default, as image MAE does; Kinetics' 0.45/0.225 for MAE-ST's released weights).
+
+An encoder loaded from MAE-ST's checkpoints (:mod:`resweep.models.mae_video_weights`) has what
+those carry instead of the fixed embedding: *learnt* position embeddings, separable
+(``pos_embed: separable``: a spatial table of ``gh*gw`` rows plus a temporal one of ``gt``
+rows) or joint (``pos_embed: joint``, one table of ``gt*gh*gw`` rows), resampled to the clip's
+own grid (bicubic in space, linear in time) when it differs from the grid they were trained
+for (``arch.pos_grid``), and a class token (``cls_token``) that goes through the blocks with
+the tubelet tokens. ``num_prefix_tokens`` says how many leading tokens are not tubelets.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +68,16 @@ class VideoMaeArch(BaseModel):
     decoder_depth: int = Field(2, ge=1)
     decoder_num_heads: int = Field(4, ge=1)
     mlp_ratio: float = Field(4.0, gt=0)
+    qkv_bias: bool = True
+    pos_embed: Literal["sincos", "separable", "joint"] = Field(
+        "sincos", description="fixed 3-D sin-cos (ours), or MAE-ST's learnt separable / joint tables"
+    )
+    pos_grid: tuple[int, int, int] | None = Field(
+        None, description="learnt embeddings: the (gt, gh, gw) token grid they were trained for"
+    )
+    cls_token: bool = Field(False, description="a class token through the blocks (MAE-ST's cls_embed)")
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
 
 
 VIDEO_MAE_ARCHS: dict[str, VideoMaeArch] = {
@@ -100,20 +120,57 @@ class VideoMaeEncoder(nn.Module):
 
     def __init__(self, arch: VideoMaeArch) -> None:
         super().__init__()
+        if arch.pos_embed != "sincos" and arch.pos_grid is None:
+            raise ValueError(f"learnt '{arch.pos_embed}' position embeddings need arch.pos_grid")
         self.arch = arch
         t, p = arch.tubelet_frames, arch.patch_size
         self.tubelet = (t, p, p)
-        self.proj = nn.Conv3d(3, arch.embed_dim, kernel_size=self.tubelet, stride=self.tubelet)
+        d = arch.embed_dim
+        self.proj = nn.Conv3d(3, d, kernel_size=self.tubelet, stride=self.tubelet)
+        self.num_prefix_tokens = int(arch.cls_token)
+        if arch.cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
+            self.pos_embed_class = nn.Parameter(torch.zeros(1, 1, d))
+        if arch.pos_grid is not None and arch.pos_embed == "separable":
+            gt, gh, gw = arch.pos_grid
+            self.pos_embed_spatial = nn.Parameter(torch.zeros(1, gh * gw, d))
+            self.pos_embed_temporal = nn.Parameter(torch.zeros(1, gt, d))
+        elif arch.pos_grid is not None and arch.pos_embed == "joint":
+            gt, gh, gw = arch.pos_grid
+            self.pos_embed = nn.Parameter(torch.zeros(1, gt * gh * gw, d))
         self.blocks = nn.ModuleList(
-            Block(arch.embed_dim, arch.num_heads, arch.mlp_ratio, qkv_bias=True, norm_layer=mae_norm_layer())
+            Block(d, arch.num_heads, arch.mlp_ratio, qkv_bias=arch.qkv_bias, norm_layer=mae_norm_layer())
             for _ in range(arch.depth)
         )
-        self.norm = mae_norm_layer()(arch.embed_dim)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1), persistent=False)
+        self.norm = mae_norm_layer()(d)
+        self.register_buffer("mean", torch.tensor(arch.pixel_mean).view(1, 1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(arch.pixel_std).view(1, 1, 3, 1, 1), persistent=False)
         w = self.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         self.apply(init_linear_and_norm)
+
+    def position_embedding(self, grid: tuple[int, int, int]) -> torch.Tensor:
+        """``(1, gt*gh*gw, D)`` for a token grid, time-major then row-major."""
+        if self.arch.pos_embed == "sincos":
+            return sincos_3d(self.arch.embed_dim, grid)
+        assert self.arch.pos_grid is not None
+        gt0, gh0, gw0 = self.arch.pos_grid
+        gt, gh, gw = grid
+        d = self.arch.embed_dim
+        if self.arch.pos_embed == "separable":
+            spatial = self.pos_embed_spatial.reshape(1, gh0, gw0, d).permute(0, 3, 1, 2)
+            if (gh, gw) != (gh0, gw0):
+                spatial = F.interpolate(spatial, size=(gh, gw), mode="bicubic", align_corners=False)
+            temporal = self.pos_embed_temporal.transpose(1, 2)  # (1, D, gt0)
+            if gt != gt0:
+                temporal = F.interpolate(temporal, size=gt, mode="linear", align_corners=False)
+            # as MAE-ST: spatial repeated over time plus temporal repeated over space
+            return (spatial.flatten(2).transpose(1, 2).repeat(1, gt, 1)
+                    + temporal.transpose(1, 2).repeat_interleave(gh * gw, dim=1))
+        joint = self.pos_embed.reshape(1, gt0, gh0, gw0, d).permute(0, 4, 1, 2, 3)
+        if (gt, gh, gw) != (gt0, gh0, gw0):
+            joint = F.interpolate(joint, size=(gt, gh, gw), mode="trilinear", align_corners=False)
+        return joint.flatten(2).transpose(1, 2)
 
     def grid_of(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         t, p, _ = self.tubelet
@@ -141,17 +198,21 @@ class VideoMaeEncoder(nn.Module):
         tokens = self.proj(prepared.transpose(1, 2))  # (B, D, gt, gh, gw)
         grid = tuple(tokens.shape[-3:])
         tokens = tokens.flatten(2).transpose(1, 2)
-        return tokens + sincos_3d(tokens.shape[-1], grid).to(tokens)  # type: ignore[arg-type]
+        return tokens + self.position_embedding(grid).to(tokens)  # type: ignore[arg-type]
 
     def forward_tokens(
         self, video: torch.Tensor, ids_keep: torch.Tensor | None = None,
         blocks: Sequence[int] | None = None,
     ) -> list[torch.Tensor]:
         """The final tokens after ``norm`` (``blocks`` None) or the listed blocks' outputs;
-        ``ids_keep (B, keep)`` selects the visible tubelets (None: all)."""
+        ``ids_keep (B, keep)`` selects the visible tubelets (None: all). With a class token
+        the first ``num_prefix_tokens`` rows of every output are it."""
         h = self.embed(video)
         if ids_keep is not None:
             h = torch.gather(h, 1, ids_keep.to(h.device).unsqueeze(-1).expand(-1, -1, h.shape[-1]))
+        if self.num_prefix_tokens:
+            cls = (self.cls_token + self.pos_embed_class).to(h.dtype).expand(h.shape[0], -1, -1)
+            h = torch.cat([cls, h], dim=1)
         wanted = None if blocks is None else {b % len(self.blocks) for b in blocks}
         outs: dict[int, torch.Tensor] = {}
         for i, block in enumerate(self.blocks):
@@ -172,6 +233,9 @@ class VideoMae(nn.Module):
 
     def __init__(self, arch: VideoMaeArch, norm_pix_loss: bool = True) -> None:
         super().__init__()
+        if arch.cls_token or arch.pos_embed != "sincos":
+            raise ValueError("the video MAE trained here has no class token and sin-cos positions; "
+                             "MAE-ST's layout is read into a VideoMaeEncoder only")
         self.arch = arch
         self.norm_pix_loss = norm_pix_loss
         self.encoder = VideoMaeEncoder(arch)

@@ -6,8 +6,10 @@ run must record it as a stand-in.
 
 Definition: the size (``arch`` of :data:`~resweep.models.mae_video.VIDEO_MAE_ARCHS`), the
 recipe (mask ratio 0.9 as MAE-ST, steps, batch, crop side, clip length, optimiser) and the
-clips (a video ``DatasetSpec`` mapping). The last ``held_out_clips`` clips are kept out of
-training for the held-out check.
+clips (a video ``DatasetSpec`` mapping). The last ``held_out_clips`` clips, and the last
+``held_out_frames`` frames of every other clip, are kept out of training for the held-out check
+(a tail of frames lets a task with a single training clip, as the shared bikes/carphone split
+has, still check its MAE on frames it never saw).
 
 Artifact files: ``encoder.pt`` (the encoder's state dict: what a loss uses), ``mae.pt`` (the
 whole autoencoder) and ``mae_video.json`` (architecture, definition, metrics);
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from resweep.stages import StageContext, StageDefinition, register_stage
 from resweep.stages.masked_pretraining import train_masked_autoencoder
@@ -55,9 +57,24 @@ class MaeVideoPretrainStage(StageDefinition):
     weight_decay: float = Field(0.05, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     data: dict[str, Any] = Field(description="a video DatasetSpec mapping: the clips to pretrain on")
-    held_out_clips: int = Field(1, ge=1, description="last N clips (sorted) kept for the held-out check")
+    held_out_clips: int = Field(1, ge=0, description="last N clips (sorted) kept for the held-out check")
+    held_out_frames: int = Field(
+        0, ge=0, description="last N frames of every training clip kept for the held-out check"
+    )
     heldout_windows_per_clip: int = Field(8, ge=1)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_held_out(self) -> MaeVideoPretrainStage:
+        if self.held_out_clips == 0 and self.held_out_frames < self.num_frames:
+            raise ValueError(
+                f"the held-out check needs held_out_clips >= 1 or held_out_frames >= num_frames "
+                f"({self.num_frames}), got held_out_clips=0, held_out_frames={self.held_out_frames}"
+            )
+        if 0 < self.held_out_frames < self.num_frames:
+            raise ValueError(f"held_out_frames {self.held_out_frames} is shorter than a window of "
+                             f"num_frames={self.num_frames}")
+        return self
 
     def key_definition(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -78,19 +95,27 @@ def video_dataset_identity(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Clips:
-    """The pretraining clips, split into training and held-out clips."""
+    """The pretraining clips as ``(clip, first frame, end frame)`` ranges, for training and
+    for the held-out check."""
 
     def __init__(self, definition: MaeVideoPretrainStage) -> None:
         from resweep.config import DatasetSpec
         from resweep.data.video import build_video_source
 
         source = build_video_source(DatasetSpec.model_validate(definition.data), field="data")
-        n, held = len(source), definition.held_out_clips
+        n, held, tail = len(source), definition.held_out_clips, definition.held_out_frames
         if n <= held:
             raise ValueError(
                 f"mae_video_pretrain: {source.name} has {n} clip(s); it needs more than "
                 f"held_out_clips={held}"
             )
+        for clip in source.clips[: n - held]:
+            if len(clip) - tail < definition.num_frames:
+                raise ValueError(
+                    f"mae_video_pretrain: {clip.describe()} has {len(clip)} frames: too few for a "
+                    f"training window of {definition.num_frames} frames before its last "
+                    f"held_out_frames={tail}"
+                )
         for clip in source.clips:
             h, w = clip.frame_hw
             if len(clip) < definition.num_frames or min(h, w) < definition.crop:
@@ -101,14 +126,19 @@ class _Clips:
                 )
         source.set_cache()
         self.name = source.name
-        self.train = source.clips[: n - held]
-        self.held_out = source.clips[n - held :]
+        kept = source.clips[: n - held]
+        self.train = [(clip, 0, len(clip) - tail) for clip in kept]
+        self.held_out = [(clip, 0, len(clip)) for clip in source.clips[n - held :]]
+        if tail:
+            self.held_out += [(clip, len(clip) - tail, len(clip)) for clip in kept]
 
     @staticmethod
-    def window(clip: Any, frames: int, side: int, generator: torch.Generator, augment: bool) -> torch.Tensor:
+    def window(span: tuple[Any, int, int], frames: int, side: int, generator: torch.Generator,
+               augment: bool) -> torch.Tensor:
         import torch
 
-        start = int(torch.randint(0, len(clip) - frames + 1, (1,), generator=generator))
+        clip, first, end = span
+        start = first + int(torch.randint(0, end - first - frames + 1, (1,), generator=generator))
         h, w = clip.frame_hw
         top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
@@ -128,8 +158,8 @@ class _Clips:
 
         generator = torch.Generator().manual_seed(seed)
         return torch.stack([
-            self.window(clip, d.num_frames, d.crop, generator, False)
-            for clip in self.held_out for _ in range(d.heldout_windows_per_clip)
+            self.window(span, d.num_frames, d.crop, generator, False)
+            for span in self.held_out for _ in range(d.heldout_windows_per_clip)
         ])
 
 
@@ -192,8 +222,8 @@ def produce_mae_video_pretrain(
     info = {
         "arch": arch.model_dump(),
         "definition": definition.model_dump(mode="json"),
-        "train_clips": [c.name for c in clips.train],
-        "held_out_clips": [c.name for c in clips.held_out],
+        "train_clips": [f"{c.name}[{a}:{b}]" for c, a, b in clips.train],
+        "held_out_clips": [f"{c.name}[{a}:{b}]" for c, a, b in clips.held_out],
         "metrics": metrics,
     }
     (out_dir / INFO_FILE).write_text(json.dumps(info, indent=2))
