@@ -557,3 +557,23 @@ def test_empty_trials_file(tmp_path: Path) -> None:
     (tmp_path / "s" / "study.json").write_text(json.dumps({"name": "empty", "variants": ["a", "b"]}))
     df = build_report(tmp_path / "s").tables["ablation"]
     assert list(df["row"]) == ["a", "b"] and list(df["trials"]) == [0, 0]
+
+
+def test_a_rows_caveats_are_notes_of_the_table_and_escaped(tmp_path: Path) -> None:
+    """A method's notes (e.g. a stand-in encoder, not the paper's setting) stored per trial become
+    one note per row of the table, in every rendering, escaped in HTML."""
+    from resweep.analysis.tables import to_html, to_markdown
+
+    rows = [("base", {KNOB: 0.0}), ("+KMAE", {KNOB: 0.5})]
+    study = make_study(tmp_path / "notes", rows, baseline="base")
+    table = pq.read_table(study / "trials.parquet").to_pylist()
+    caveat = "mae_loss: KMAE STAND-IN <pretrained here>, not the paper's setting"
+    for row in table:
+        row["notes"] = caveat if row["label"] == "+KMAE" else None
+    pq.write_table(pa.Table.from_pylist(table), study / "trials.parquet")
+    notes = ablation_table(study).attrs["notes"]
+    assert notes.count(f"+KMAE: {caveat}") == 1, notes  # once per row, not once per seed
+    assert not any(n.startswith("base:") for n in notes)
+    assert "KMAE STAND-IN" in to_markdown(ablation_table(study))  # markdown-escaped
+    html = to_html(ablation_table(study))
+    assert "&lt;pretrained here&gt;" in html and "<pretrained here>" not in html

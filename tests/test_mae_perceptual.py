@@ -98,3 +98,25 @@ def test_training_run_reports_the_perceptual_term(reporter):
     assert len(logged) == 2
     for r in logged:
         assert r["loss.total"] == pytest.approx(r["loss.pixel"] + r["loss.perceptual"], rel=1e-5)
+
+
+def test_a_methods_caveat_reaches_the_report_and_stays_out_of_the_curves(reporter, tmp_path, monkeypatch):
+    """Random VGG features are not the paper's setting: the trial's reports carry that note (so a
+    study's trials.parquet and its tables can say it), and the local run's curves do not."""
+    from resweep.engine.records import NOTES_KEY, RunRecorder, split_report
+    from resweep.engine.trainer import Trainer
+
+    monkeypatch.delenv("RESWEEP_VGG_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights_here"))
+    knobs = {"allow_random_features": True, "feature_layers": ["relu1_2"]}
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{
+        "methods.perceptual": knobs, "train.iterations": 4, "train.log_every": 2, "eval.every": 4}))
+    Trainer(cfg, reporter=reporter, cache_dir=tmp_path).fit()
+    noted = [m for m in reporter.reports if NOTES_KEY in m]
+    assert noted, [sorted(m) for m in reporter.reports]
+    assert all("perceptual:" in m[NOTES_KEY] and "random" in m[NOTES_KEY] for m in noted)
+    recorder = RunRecorder(tmp_path / "run")
+    for metrics in reporter.reports:
+        recorder.add(metrics)
+        assert NOTES_KEY not in split_report(metrics)[0]
+    assert all(NOTES_KEY not in row for row in recorder.curves)

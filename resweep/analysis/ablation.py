@@ -31,6 +31,7 @@ from resweep.analysis.load import StudyData, display_column, load_study
 from resweep.analysis.reference import ReferenceCell, reference_cells, reference_name
 from resweep.analysis.rows import Column, Rows, assign_rows, choose_baseline, resolve_columns
 from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_many
+from resweep.engine.records import NOTES_KEY
 
 COUNT_COLUMNS = ("trials", "finished", "running", "diverged", "pruned", "errored")
 PAIR_KEYS = ["seed", "image"]  # order of the pairs handed to the bootstrap (documented)
@@ -188,6 +189,10 @@ def compute_ablation(
 
     total = int(table["trials"].sum())
     notes = list(data.notes)
+    if NOTES_KEY in trials.columns:  # the methods' caveats (stand-ins, random features), per row
+        for r, group in trials.dropna(subset=[NOTES_KEY]).groupby("_row", sort=True):
+            for note in dict.fromkeys(str(n) for n in group[NOTES_KEY] if str(n)):
+                notes.append(f"{table.at[r, 'row']}: {note}")
     done = int(table["finished"].sum())
     planned = data.meta.get("total_trials")
     not_started = max(0, int(planned) - total) if isinstance(planned, int) else 0

@@ -12,6 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PER_IMAGE_KEY = "per_image"
+#: a report's caveats (methods' notes(), e.g. "stand-in encoder, not the paper's setting"):
+#: a trial-level fact, kept in trials.parquet's ``notes`` column and out of the learning curves
+NOTES_KEY = "notes"
 
 
 def write_parquet_atomic(rows: list[dict[str, Any]], path: str | Path) -> None:
@@ -45,7 +48,7 @@ def _column(values: list[Any]) -> pa.Array:
 
 def split_report(metrics: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Separate the scalar metrics from the per-image records carried as JSON in a report."""
-    scalars = {k: v for k, v in metrics.items() if k != PER_IMAGE_KEY}
+    scalars = {k: v for k, v in metrics.items() if k not in (PER_IMAGE_KEY, NOTES_KEY)}
     raw = metrics.get(PER_IMAGE_KEY)
     per_image = json.loads(raw) if isinstance(raw, str) and raw else []
     return scalars, per_image

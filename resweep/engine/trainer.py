@@ -36,7 +36,7 @@ from resweep.engine.divergence import (
 from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import EvalResult, Evaluator
 from resweep.engine.optim import build_optimizer, build_scheduler
-from resweep.engine.records import PER_IMAGE_KEY
+from resweep.engine.records import NOTES_KEY, PER_IMAGE_KEY
 from resweep.engine.reporting import (
     STATUS_DIVERGED,
     STATUS_FINISHED,
@@ -371,6 +371,9 @@ class Trainer:
         for name, method in self.methods.items():
             for key, value in method.metrics(self.iteration).items():
                 metrics[f"{name}.{key}"] = value
+        notes = [note for method in self.methods.values() for note in method.notes()]
+        if notes:  # caveats travel with the results, not only in the log
+            metrics[NOTES_KEY] = "; ".join(dict.fromkeys(notes))
         return metrics
 
     def _evaluate(self, final: bool = False) -> dict[str, Any]:

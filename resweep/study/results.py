@@ -28,7 +28,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from resweep.engine.records import split_report
+from resweep.engine.records import NOTES_KEY, split_report
 from resweep.fileio import atomic_path, write_text_atomic
 from resweep.metrics.directions import metric_direction
 from resweep.status import ENDED, Status
@@ -202,6 +202,8 @@ class StudyResults:
         row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "status": Status.RUNNING.value})
         if iteration is not None:
             row["iterations"] = iteration
+        if isinstance(result.get(NOTES_KEY), str):
+            row[NOTES_KEY] = result[NOTES_KEY]
         if "time_total_s" in scalars:
             row["time_total_s"] = scalars["time_total_s"]
         objectives = {o["metric"]: o["mode"] for o in self.meta.get("objectives", [])}
