@@ -152,3 +152,31 @@ def test_model_init_from_a_train_stage(tmp_path: Path) -> None:
     assert [r.status for r in second.artifact_records] == [REUSED]
     artifacts, records = prepare_local(cfg, tmp_path)
     assert artifacts == trainer.artifacts and records[0].status == REUSED
+
+
+def test_a_train_stages_caveats_are_kept_with_its_artifact(tmp_path: Path, monkeypatch) -> None:
+    """A stage trained with random feature networks says so in its commit marker and in the
+    record behind artifacts.parquet, when made and when reused; a stage without caveats has none."""
+    from resweep.stages.on_ray import write_artifacts_table
+
+    monkeypatch.delenv("RESWEEP_VGG_WEIGHTS", raising=False)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights_here"))
+    noted = tiny_config_dict(**{"train.iterations": 2, "train.device": "cpu", "eval.sets": [],
+                                "methods.perceptual": {"allow_random_features": True, "feature_layers": ["relu1_2"]}})
+    plain = tiny_config_dict(**{"train.iterations": 2, "train.device": "cpu", "eval.sets": []})
+    records = {}
+    for name, experiment in (("noted", noted), ("plain", plain)):
+        step = plan({"m": parse_stage({"kind": "train", "experiment": experiment})})[0][0]
+        made, reused = produce(step, str(tmp_path / "store")), produce(step, str(tmp_path / "store"))
+        assert (made.status, reused.status) == (PRODUCED, REUSED)
+        assert made.notes == reused.notes
+        records[name] = made
+    assert "perceptual:" in records["noted"].notes and "random" in records["noted"].notes
+    assert records["plain"].notes is None
+    marker = ArtifactStore(str(tmp_path / "store")).committed(records["noted"].key).marker
+    assert marker["notes"] == [records["noted"].notes]
+    write_artifacts_table(tmp_path, list(records.values()))
+    import pyarrow.parquet as pq
+
+    rows = {r["key"]: r for r in pq.read_table(tmp_path / "artifacts.parquet").to_pylist()}
+    assert rows[records["noted"].key]["notes"] == records["noted"].notes

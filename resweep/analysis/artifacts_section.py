@@ -27,7 +27,7 @@ def artifacts_frame(data: StudyData) -> pd.DataFrame:
     frame["trials"] = [users.get(k, 0) for k in frame["key"]]
     frame["time"] = pd.to_datetime(frame["time"], unit="s").dt.strftime("%Y-%m-%d %H:%M:%S")
     metric_columns = sorted(c for c in frame.columns if c.startswith("metric."))
-    columns = ["key", "kind", "status", "trials", "seconds", "time", *metric_columns, "error"]
+    columns = ["key", "kind", "status", "trials", "seconds", "time", *metric_columns, "notes", "error"]
     return frame[[c for c in columns if c in frame.columns]]
 
 

@@ -62,6 +62,9 @@ class StageContext:
     #: role -> local folder of each dependency's artifact
     artifacts: dict[str, Path] = field(default_factory=dict)
     progress: bool = True
+    #: caveats a producer records about its artifact (e.g. "random consistency features, not the
+    #: paper's setting"); kept in the commit marker and artifacts.parquet's ``notes`` column
+    notes: list[str] = field(default_factory=list)
 
     def artifact_dir(self, role: str) -> Path:
         if role not in self.artifacts:

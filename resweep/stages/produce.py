@@ -52,6 +52,7 @@ class ArtifactRecord:
     uri: str
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    notes: str | None = None  # the producer's caveats, "; "-joined
 
     def row(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "metrics"}
@@ -92,7 +93,7 @@ def produce(
         return ArtifactRecord(
             planned.key, definition.kind, definition_json, status, seconds,
             float(marker.get("committed_at", time.time())), store.uri(planned.key),
-            dict(marker.get("metrics") or {}),
+            dict(marker.get("metrics") or {}), notes="; ".join(marker.get("notes") or []) or None,
         )
 
     done = store.committed(planned.key)
@@ -114,7 +115,8 @@ def produce(
             committed = store.commit(
                 planned.key,
                 Path(tmp),
-                {"key": planned.key, "kind": definition.kind, "metrics": metrics, "seconds": seconds},
+                {"key": planned.key, "kind": definition.kind, "metrics": metrics, "seconds": seconds,
+                 "notes": list(dict.fromkeys(context.notes))},
                 {"key": planned.key, "kind": definition.kind, "definition": definition.model_dump(mode="json"),
                  "identity": definition.identity(), "dependencies": planned.dependencies},
             )

@@ -101,6 +101,7 @@ def produce_train(definition: TrainStage, out_dir: Path, context: StageContext) 
     metrics = {k: float(v) for k, v in outcome.metrics.items() if isinstance(v, int | float)}
     metrics["iteration"] = float(outcome.iteration)
     end = trainer.diagnostics("end")
+    context.notes.extend(note for method in trainer.methods.values() for note in method.notes())
     metrics.update(write_diagnostics(out_dir / DIAGNOSTICS_DIR, {"start": start, "end": end}))
     (out_dir / METRICS_FILE).write_text(
         json.dumps({"status": outcome.status, "iteration": outcome.iteration, "metrics": metrics}, indent=1)
