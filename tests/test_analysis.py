@@ -577,3 +577,30 @@ def test_a_rows_caveats_are_notes_of_the_table_and_escaped(tmp_path: Path) -> No
     assert "KMAE STAND-IN" in to_markdown(ablation_table(study))  # markdown-escaped
     html = to_html(ablation_table(study))
     assert "&lt;pretrained here&gt;" in html and "<pretrained here>" not in html
+
+
+def test_niqe_is_a_default_column_where_a_set_computed_it(tmp_path: Path) -> None:
+    """NIQE is opt-in per evaluation set: the table shows it, titled lower-is-better, for the
+    sets that have it and no others, and its Δ is the paired mean difference like PSNR's."""
+    from resweep.analysis.tables import to_markdown
+
+    rows = [("base", {KNOB: 0.0}), ("+mae", {KNOB: 0.5})]
+    study = make_study(tmp_path / "niqe", rows, baseline="base")
+    images = pq.read_table(study / "per_image.parquet").to_pylist()
+    for rec in images:  # NIQE on Set5 only; row 1 lowers it by 0.2 on every image
+        if rec["set"] == "Set5":
+            rec["niqe"] = 5.0 + 0.01 * IMAGES.index(rec["image"]) - (0.2 if rec["trial_id"].startswith("t1_") else 0.0)
+    pq.write_table(pa.Table.from_pylist(images), study / "per_image.parquet")
+    trials = pq.read_table(study / "trials.parquet").to_pylist()
+    for row in trials:
+        last = max(r["iteration"] for r in images if r["trial_id"] == row["trial_id"])
+        values = [r["niqe"] for r in images if r["trial_id"] == row["trial_id"] and r["set"] == "Set5"
+                  and r["iteration"] == last]
+        row["final.eval.Set5.niqe"] = row["best.eval.Set5.niqe"] = sum(values) / len(values)
+    pq.write_table(pa.Table.from_pylist(trials), study / "trials.parquet")
+    df = ablation_table(study)
+    assert "eval.Set5.niqe:mean" in df.columns
+    assert not any(c.startswith("eval.Urban_100.niqe") for c in df.columns)
+    finished = trained(df).set_index("row")
+    assert finished.at["+mae", "eval.Set5.niqe:delta"] == pytest.approx(-0.2, abs=1e-9)
+    assert "NIQE ↓" in to_markdown(df)

@@ -41,7 +41,9 @@ def md_escape(text: Any) -> str:
 
 # --------------------------------------------------------------------------- metric names
 def metric_title(metric: str) -> str:
-    """psnr_y -> PSNR-Y, ssim -> SSIM, time_per_step -> time_per_step."""
+    """psnr_y -> PSNR-Y, ssim -> SSIM, niqe -> NIQE ↓ (lower is better), time_per_step -> time_per_step."""
+    if metric == "niqe":
+        return "NIQE ↓"
     base, _, suffix = metric.partition("_")
     if base in ("psnr", "ssim"):
         return base.upper() + (f"-{suffix.upper()}" if suffix == "y" else f" {suffix}" if suffix else "")
@@ -54,6 +56,8 @@ def metric_decimals(metric: str) -> int | None:
         return 2
     if name.startswith("ssim"):
         return 4
+    if name.startswith("niqe"):
+        return 3  # as NIQE is published (e.g. 4.150)
     return None  # general numbers: 4 significant digits
 
 

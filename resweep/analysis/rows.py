@@ -140,8 +140,9 @@ class Column:
 
 
 def default_metrics(data: StudyData) -> list[str]:
-    """PSNR/SSIM on the Y channel for SR tasks, RGB for denoising."""
-    return ["psnr_y", "ssim_y"] if data.is_sr else ["psnr", "ssim"]
+    """PSNR/SSIM on the Y channel for SR tasks, RGB for denoising; NIQE too where an evaluation
+    set computed it (it is opt-in per set: a set without it simply has no NIQE column)."""
+    return (["psnr_y", "ssim_y"] if data.is_sr else ["psnr", "ssim"]) + ["niqe"]
 
 
 def resolve_columns(
