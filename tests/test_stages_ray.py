@@ -41,11 +41,14 @@ def test_waiting_for_stages_logs_which_are_still_running(ray_local):
     from resweep.stages.on_ray import _as_completed
 
     @ray_local.remote(num_cpus=0)
-    def sleep_then(value, seconds):
+    def sleep_then(value, seconds, after=None):
         time.sleep(seconds)
         return value
 
-    futures = {"slow": sleep_then.remote("s", 2.0), "fast": sleep_then.remote("f", 0.0)}
+    fast = sleep_then.remote("f", 0.0)
+    # `slow` starts only once `fast` has finished (Ray resolves `after` first): the order holds
+    # however slowly a loaded machine starts the two workers
+    futures = {"slow": sleep_then.remote("s", 2.0, fast), "fast": fast}
     lines: list[str] = []
     order, lines_when_yielded = [], {}
     for key, future in _as_completed(futures, time.time(), lines.append, heartbeat_s=0.3):
