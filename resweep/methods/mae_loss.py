@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from resweep.errors import WeightsNotFoundError
@@ -58,6 +58,7 @@ from resweep.methods.mae_loss_video import (
     stand_in_clips,
     wrap_for_centre_target,
 )
+from resweep.methods.method_config import PretrainKnobs
 
 if TYPE_CHECKING:
     from resweep.config import DatasetSpec, ExperimentConfig
@@ -67,10 +68,9 @@ ENCODER_ROLE = "encoder"
 Variant = Literal["ctmae", "ccmae", "kmae", "ctmae_video", "kmae_video"]
 
 
-class MaePretrainKnobs(BaseModel):
+class MaePretrainKnobs(PretrainKnobs):
     """The pretraining of CTMAE / CCMAE (and of a KMAE stand-in): becomes a ``mae_pretrain`` stage."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
     arch: Literal["tiny", "small", "base"] = "small"
     depth: int | None = Field(None, ge=1, description="encoder blocks (ViT) / stages (CNN) override")
     width: int | None = Field(None, ge=4, description="embed dim (ViT) / stem channels (CNN) override")
@@ -82,26 +82,7 @@ class MaePretrainKnobs(BaseModel):
     crop: int = Field(96, ge=8)
     lr: float = Field(1e-3, gt=0)
     seed: int = 0
-    data: dict[str, Any] | None = Field(
-        None, description="a dataset spec: images to pretrain on (default: the task's training "
-        "set; KMAE stand-in: the scikit-image photographs)"
-    )
     held_out_images: int = Field(1, ge=1)
-
-    @field_validator("data")
-    @classmethod
-    def _check_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # resweep.config imports the methods package: import it here, not at module level
-        if value is None:
-            return None
-        from resweep.config import DatasetSpec
-
-        return DatasetSpec.model_validate(value).model_dump(mode="json", exclude_defaults=True)
-
-    def dataset(self, default: DatasetSpec) -> DatasetSpec:
-        from resweep.config import DatasetSpec
-
-        return default if self.data is None else DatasetSpec.model_validate(self.data)
 
 
 class MaeLossConfig(MethodConfig):

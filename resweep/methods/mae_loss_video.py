@@ -31,9 +31,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field
 
 from resweep.errors import ConfigError, ResweepError, WeightsNotFoundError
+from resweep.methods.method_config import PretrainKnobs
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,10 +46,9 @@ if TYPE_CHECKING:
 VIDEO_VARIANTS = ("ctmae_video", "kmae_video")
 
 
-class MaeVideoPretrainKnobs(BaseModel):
+class MaeVideoPretrainKnobs(PretrainKnobs):
     """The pretraining of CTMAE-video (and of a KMAE-video stand-in): a ``mae_video_pretrain`` stage."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
     arch: Literal["tiny", "small"] = "small"
     mask_ratio: float = Field(0.9, gt=0, lt=1, description="fraction of tubelets hidden (MAE-ST: 0.9)")
     norm_pix_loss: bool = True
@@ -58,29 +58,12 @@ class MaeVideoPretrainKnobs(BaseModel):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
     seed: int = 0
-    data: dict[str, Any] | None = Field(
-        None, description="a video dataset spec (default: the task's training clips; KMAE-video "
-        "stand-in: the demo clips)"
-    )
     held_out_clips: int = Field(0, ge=0, description="last N clips kept for the held-out check")
     held_out_frames: int = Field(
         8, ge=0, description="last N frames of every clip kept for the held-out check (works with "
         "a single training clip)"
     )
 
-    @field_validator("data")
-    @classmethod
-    def _check_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        from resweep.config import DatasetSpec
-
-        return DatasetSpec.model_validate(value).model_dump(mode="json", exclude_defaults=True)
-
-    def dataset(self, default: DatasetSpec) -> DatasetSpec:
-        from resweep.config import DatasetSpec
-
-        return default if self.data is None else DatasetSpec.model_validate(self.data)
 
 
 def stand_in_clips() -> DatasetSpec:

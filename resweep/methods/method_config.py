@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 if TYPE_CHECKING:
-    from resweep.config import ExperimentConfig
+    from resweep.config import DatasetSpec, ExperimentConfig
     from resweep.stages import StageDefinition
 
 
@@ -26,3 +26,28 @@ class MethodConfig(BaseModel):
         """Artifacts this method needs made before training (role -> definition); see
         :mod:`resweep.stages`. The run reads each one from ``MethodContext.artifact_dir(role)``."""
         return {}
+
+
+class PretrainKnobs(BaseModel):
+    """Base of a method's pretraining knobs (an encoder made as a stage): the data it pretrains on."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    data: dict[str, Any] | None = Field(
+        None, description="a dataset spec to pretrain on (default: the task's training set; a "
+        "stand-in encoder: its own out-of-task default)"
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _check_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # resweep.config imports the methods package: import it here, not at module level
+        if value is None:
+            return None
+        from resweep.config import DatasetSpec
+
+        return DatasetSpec.model_validate(value).model_dump(mode="json", exclude_defaults=True)
+
+    def dataset(self, default: DatasetSpec) -> DatasetSpec:
+        from resweep.config import DatasetSpec
+
+        return default if self.data is None else DatasetSpec.model_validate(self.data)
