@@ -197,3 +197,26 @@ def test_paper_schedule_key_that_reaches_nothing_is_an_error_naming_it(tmp_path)
     (tmp_path / "s.yaml").write_text(text)
     with pytest.raises(ConfigError, match="iteratons"):
         load_study(tmp_path / "s.yaml", paper_schedule=True)
+
+
+def test_a_study_stopped_before_every_trial_ended_says_how_to_resume(tmp_path, capsys):
+    """Ctrl+C or a time limit ends Tune's fit early: the driver must not claim the study is done."""
+    from resweep.study.layout import StudyLayout
+    from resweep.study.results import StudyResults
+    from resweep.study.runner import _fit
+
+    class StoppedTuner:  # what Tuner.fit returns after a stop signal: the trials it had
+        def fit(self):
+            return []
+
+    layout = StudyLayout(tmp_path)
+    results = StudyResults(tmp_path, meta={"name": "s", "objectives": []})
+    results.write_meta()
+    results.trial_result("t1", {"iteration": 4})
+    results.trial_completed("t1", {"iteration": 4}, 4)
+    _fit(StoppedTuner(), layout, planned=3)
+    out = capsys.readouterr().out
+    assert "stopped early: 1 of 3 trials ended" in out and f"resweep resume {tmp_path}" in out
+    assert "study done" not in out
+    _fit(StoppedTuner(), layout, planned=1)
+    assert "study done: 1 finished" in capsys.readouterr().out
