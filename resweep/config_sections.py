@@ -276,6 +276,11 @@ class TrainConfig(StrictModel):
     )
 
 
+# Precise-BN batches when eval.precise_bn_batches is left unset and the model has BatchNorm:
+# a few hundred samples, as Wu & Johnson (2021) find enough; ~a third of a training step each.
+DEFAULT_PRECISE_BN_BATCHES = 32
+
+
 class EvalConfig(StrictModel):
     every: int = Field(200, ge=1, description="evaluate every N iterations (and at the end)")
     sets: list[DatasetSpec] = Field(
@@ -286,6 +291,14 @@ class EvalConfig(StrictModel):
         None, ge=8, description="centre-crop evaluation images to this side (quick CPU runs)"
     )
     seed: int = Field(1234, description="seed of the fixed evaluation degradation (noise)")
+    precise_bn_batches: int | None = Field(
+        None,
+        ge=0,
+        description="before each evaluation, recompute BatchNorm running statistics over this "
+        "many training batches with the current weights (precise BN: running averages lag a "
+        "fast-moving network and can wreck evaluation); null: "
+        f"{DEFAULT_PRECISE_BN_BATCHES} when the model has BatchNorm layers; 0: off",
+    )
     save_images: bool = Field(
         False, description="save outputs of the final evaluation as PNG (for visual comparisons)"
     )

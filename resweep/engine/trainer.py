@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from resweep.config import ExperimentConfig
+from resweep.config_sections import DEFAULT_PRECISE_BN_BATCHES
 from resweep.data import build_train_dataset
 from resweep.degradations.tasks import build_task
 from resweep.engine.divergence import (
@@ -36,6 +37,7 @@ from resweep.engine.divergence import (
 from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import EvalResult, Evaluator
 from resweep.engine.optim import build_optimizer, build_scheduler
+from resweep.engine.precise_bn import batchnorm_layers, recompute_batchnorm_stats
 from resweep.engine.records import NOTES_KEY, PER_IMAGE_KEY
 from resweep.engine.reporting import (
     STATUS_DIVERGED,
@@ -123,6 +125,10 @@ class Trainer:
         self.artifacts, self.artifact_records = resolve_artifacts(config, artifacts, cache_dir, self.device, self.log)
         self.model = model = set_up_model(model, config, self.artifacts, self.device, self.log)
         self.ema = ModelEma(model, config.train.ema_decay) if config.train.ema_decay else None
+        precise_bn = config.eval.precise_bn_batches
+        if precise_bn is None:
+            precise_bn = DEFAULT_PRECISE_BN_BATCHES if batchnorm_layers(model) else 0
+        self.precise_bn_batches = precise_bn
 
         self.methods = build_methods(
             MethodContext(
@@ -160,6 +166,7 @@ class Trainer:
         self.loss_reference: float | None = None
         self.skipped_steps = 0
         self._eval_collapse: tuple[str, str] | None = None
+        self._logged_precise_bn = False
         if resume_state is not None:
             self.load_state_dict(resume_state)
 
@@ -210,7 +217,8 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
 
     # ------------------------------------------------------------------ loop
-    def _loader(self) -> DataLoader:
+    def _loader(self, stop: int | None = None) -> DataLoader:
+        """Training batches from the current iteration to ``stop`` (default: the end)."""
         sampler = BatchKeySampler(
             seed=self.cfg.train.seed,
             rank=self.world.rank,
@@ -218,7 +226,7 @@ class Trainer:
             per_worker_batch=self.per_worker_batch,
             num_images=len(self.dataset),
             start_iteration=self.iteration,
-            total_iterations=self.cfg.train.iterations,
+            total_iterations=self.cfg.train.iterations if stop is None else stop,
         )
         workers = self.cfg.data.loader_workers
         return DataLoader(
@@ -239,6 +247,11 @@ class Trainer:
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _eval_autocast(self) -> contextlib.AbstractContextManager:
+        if self.eval_autocast:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
@@ -337,6 +350,7 @@ class Trainer:
                 if spike is not None:
                     metrics["skipped_steps"] = self.skipped_steps
                 if do_eval:
+                    self._recompute_batchnorm()  # every rank: the statistics are all-reduced
                     metrics.update(self._evaluate(final=is_last))
                     if self._eval_collapse is not None:
                         return self._diverged_in_eval(metrics, *self._eval_collapse)
@@ -375,6 +389,20 @@ class Trainer:
         if notes:  # caveats travel with the results, not only in the log
             metrics[NOTES_KEY] = "; ".join(dict.fromkeys(notes))
         return metrics
+
+    def _recompute_batchnorm(self) -> None:
+        """Precise BN (eval.precise_bn_batches) on the network that evaluation uses, over the
+        next training batches (un-mixed by methods: evaluation inputs are not mixed either)."""
+        if not self.precise_bn_batches:
+            return
+        model = self.ema.module if self.ema is not None else self.model
+        loader = self._loader(stop=self.iteration + self.precise_bn_batches)
+        batches = (batch["lq"].to(self.device, non_blocking=True) for batch in loader)
+        with self._eval_autocast():
+            used = recompute_batchnorm_stats(model, batches, dist.all_reduce if self.world.distributed else None)
+        if not self._logged_precise_bn:
+            self._logged_precise_bn = True
+            self.log(f"precise BN: BatchNorm statistics recomputed over {used} training batches before each evaluation")
 
     def _evaluate(self, final: bool = False) -> dict[str, Any]:
         if self.evaluator is None:
