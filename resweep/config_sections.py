@@ -299,6 +299,13 @@ class EvalConfig(StrictModel):
         "fast-moving network and can wreck evaluation); null: "
         f"{DEFAULT_PRECISE_BN_BATCHES} when the model has BatchNorm layers; 0: off",
     )
+    precise_bn_patch_size: int | None = Field(
+        None,
+        ge=8,
+        description="crop size of the precise-BN batches (null: data.patch_size). Set it "
+        "larger when training crops are small against the network's downsampling: their BN "
+        "statistics are dominated by padded borders and do not hold on whole evaluation frames",
+    )
     save_images: bool = Field(
         False, description="save outputs of the final evaluation as PNG (for visual comparisons)"
     )

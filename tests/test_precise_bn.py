@@ -15,6 +15,8 @@ from torch import nn
 
 from resweep.config import ExperimentConfig
 from resweep.config_sections import DEFAULT_PRECISE_BN_BATCHES
+from resweep.data import build_train_dataset
+from resweep.degradations.tasks import build_task
 from resweep.degradations.video_denoise import unpack_window
 from resweep.engine.precise_bn import batchnorm_layers, recompute_batchnorm_stats
 from resweep.engine.sampler import batch_keys
@@ -180,18 +182,24 @@ def test_default_is_on_for_batchnorm_models_only_and_zero_turns_it_off():
     assert Trainer(sr, log=lambda _m: None).precise_bn_batches == 0
 
 
-def test_trainer_evaluates_with_statistics_of_the_next_training_batches(reporter):
-    cfg = _denoise_config(precise_bn_batches=3)
+@pytest.mark.parametrize("patch_size", [None, 20])
+def test_trainer_evaluates_with_statistics_of_the_next_training_batches(reporter, patch_size):
+    cfg = _denoise_config(precise_bn_batches=3, precise_bn_patch_size=patch_size)
     lines: list[str] = []
     trainer = Trainer(cfg, reporter=reporter, log=lines.append)
     trainer.fit()
-    assert sum("precise BN" in line for line in lines) == 1  # said once, not at every evaluation
-    # independently: the batches the sampler gives for the 3 iterations after the last one
+    said = [line for line in lines if "precise BN" in line]
+    assert len(said) == 1 and f"({patch_size or cfg.data.patch_size} px crops)" in said[0]  # once, not per evaluation
+    # independently: the batches the sampler gives for the 3 iterations after the last one,
+    # from the training data cropped to the precise-BN size
+    data = cfg.data.model_copy(update={"patch_size": patch_size or cfg.data.patch_size})
+    dataset = build_train_dataset(cfg.model_copy(update={"data": data}), build_task(cfg.task))
     end = cfg.train.iterations
     batches = []
     for it in range(end, end + 3):
-        keys = batch_keys(cfg.train.seed, it, 0, cfg.data.batch_size, 1, len(trainer.dataset))
-        batches.append(torch.stack([trainer.dataset[k]["lq"] for k in keys]))
+        keys = batch_keys(cfg.train.seed, it, 0, cfg.data.batch_size, 1, len(dataset))
+        batches.append(torch.stack([dataset[k]["lq"] for k in keys]))
+    assert batches[0].shape[-1] == (patch_size or cfg.data.patch_size)
     for bn, (mean, var) in zip(batchnorm_layers(trainer.model), _reference_stats(trainer.model, batches), strict=True):
         torch.testing.assert_close(bn.running_mean.double(), mean, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(bn.running_var.double(), var, rtol=1e-5, atol=1e-5)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from resweep.config import ExperimentConfig
 from resweep.config_sections import DEFAULT_PRECISE_BN_BATCHES
@@ -167,6 +167,7 @@ class Trainer:
         self.skipped_steps = 0
         self._eval_collapse: tuple[str, str] | None = None
         self._logged_precise_bn = False
+        self._precise_bn_dataset: Dataset | None = None
         if resume_state is not None:
             self.load_state_dict(resume_state)
 
@@ -217,20 +218,21 @@ class Trainer:
         self.skipped_steps = int(state.get("skipped_steps", 0))
 
     # ------------------------------------------------------------------ loop
-    def _loader(self, stop: int | None = None) -> DataLoader:
+    def _loader(self, stop: int | None = None, dataset: Dataset | None = None) -> DataLoader:
         """Training batches from the current iteration to ``stop`` (default: the end)."""
+        dataset = self.dataset if dataset is None else dataset
         sampler = BatchKeySampler(
             seed=self.cfg.train.seed,
             rank=self.world.rank,
             world_size=self.world.world_size,
             per_worker_batch=self.per_worker_batch,
-            num_images=len(self.dataset),
+            num_images=len(dataset),
             start_iteration=self.iteration,
             total_iterations=self.cfg.train.iterations if stop is None else stop,
         )
         workers = self.cfg.data.loader_workers
         return DataLoader(
-            self.dataset,
+            dataset,
             batch_sampler=sampler,
             num_workers=workers,
             pin_memory=self.use_cuda,
@@ -392,17 +394,29 @@ class Trainer:
 
     def _recompute_batchnorm(self) -> None:
         """Precise BN (eval.precise_bn_batches) on the network that evaluation uses, over the
-        next training batches (un-mixed by methods: evaluation inputs are not mixed either)."""
+        next training batches (un-mixed by methods: evaluation inputs are not mixed either),
+        cropped to eval.precise_bn_patch_size."""
         if not self.precise_bn_batches:
             return
         model = self.ema.module if self.ema is not None else self.model
-        loader = self._loader(stop=self.iteration + self.precise_bn_batches)
+        if self._precise_bn_dataset is None:
+            size = self.cfg.eval.precise_bn_patch_size
+            if size is None or size == self.cfg.data.patch_size:
+                self._precise_bn_dataset = self.dataset
+            else:
+                data = self.cfg.data.model_copy(update={"patch_size": size})
+                self._precise_bn_dataset = build_train_dataset(self.cfg.model_copy(update={"data": data}), self.task)
+        loader = self._loader(stop=self.iteration + self.precise_bn_batches, dataset=self._precise_bn_dataset)
         batches = (batch["lq"].to(self.device, non_blocking=True) for batch in loader)
         with self._eval_autocast():
             used = recompute_batchnorm_stats(model, batches, dist.all_reduce if self.world.distributed else None)
         if not self._logged_precise_bn:
             self._logged_precise_bn = True
-            self.log(f"precise BN: BatchNorm statistics recomputed over {used} training batches before each evaluation")
+            size = self.cfg.eval.precise_bn_patch_size or self.cfg.data.patch_size
+            self.log(
+                f"precise BN: BatchNorm statistics recomputed over {used} training batches "
+                f"({size} px crops) before each evaluation"
+            )
 
     def _evaluate(self, final: bool = False) -> dict[str, Any]:
         if self.evaluator is None:
