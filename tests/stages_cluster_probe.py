@@ -7,12 +7,23 @@ and waits until ``<dir>/stop`` appears. The study drivers connect to it with ``-
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start(folder: Path) -> None:
+    # A loaded 2-core machine (another Ray running, the rest of the suite) can take longer than
+    # Ray's default wait for a raylet to register; CI failed once on exactly that.
+    os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")
     from ray.cluster_utils import Cluster
 
     from resweep.trainables import runtime  # noqa: F401  (sets Ray's environment defaults)
@@ -20,7 +31,8 @@ def start(folder: Path) -> None:
     cluster = Cluster(
         initialize_head=True,
         head_node_args={"num_cpus": 1, "env_vars": {"RESWEEP_SCRATCH": str(folder / "scratch-head")},
-                        "include_dashboard": False},
+                        # its own port: another Ray on this machine may hold the default 8265
+                        "include_dashboard": False, "dashboard_port": _free_port()},
     )
     cluster.add_node(num_cpus=1, env_vars={"RESWEEP_SCRATCH": str(folder / "scratch-node2")})
     cluster.wait_for_nodes()
