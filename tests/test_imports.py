@@ -81,3 +81,14 @@ def test_config_and_method_configs_import_without_torch() -> None:
     assert "torch" not in loaded and "ray" not in loaded
     # nothing but the config is built: the methods' modules load only when a config names them
     assert "resweep.methods.spn" not in loaded and "resweep.methods.eco" not in loaded
+
+
+def test_validating_a_config_does_not_import_timm_or_torchvision() -> None:
+    """Every trial process and CLI call validates a config; the model-name check imports the
+    architecture modules, and `import timm.layers` alone pulls in torchvision (~2.5 s here)."""
+    loaded = _imported_after(
+        "import sys; sys.path.insert(0, 'tests'); from conftest import tiny_config_dict; "
+        "from resweep.config import ExperimentConfig; ExperimentConfig.from_dict(tiny_config_dict())"
+    )
+    assert "resweep.models.swinir" in loaded  # the check did list the models
+    assert "timm" not in loaded and "torchvision" not in loaded

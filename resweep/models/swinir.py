@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from resweep.errors import ConfigError
@@ -89,7 +88,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        trunc_normal_(self.relative_position_bias_table, std=0.02)
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: ``(B, nW, N, C)``; ``mask``: ``(nW, N, N)`` additive, or None."""
@@ -131,6 +130,10 @@ class SwinTransformerBlock(nn.Module):
         self.shift_size = shift_size
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, window_size, num_heads, qkv_bias, attn_drop, drop)
+        # timm on first build, not at import: `import timm.layers` pulls in torchvision
+        # (~2.5 s), and every config validation imports this module to list the models
+        from timm.layers import DropPath, Mlp
+
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=drop)
@@ -273,7 +276,7 @@ class SwinIR(RestorationNet):
     def _init_weights(m: nn.Module) -> None:
         # Transformer-style init for linear/norm layers; convs keep PyTorch's default.
         if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
+            nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
