@@ -304,7 +304,8 @@ class EvalConfig(StrictModel):
         ge=8,
         description="crop size of the precise-BN batches (null: data.patch_size). Set it "
         "larger when training crops are small against the network's downsampling: their BN "
-        "statistics are dominated by padded borders and do not hold on whole evaluation frames",
+        "statistics are dominated by padded borders and do not hold on whole evaluation frames. A "
+        "pass costs ~batches x (crop / patch)^2 / 3 training steps (benchmarks/bench_precise_bn.py)",
     )
     save_images: bool = Field(
         False, description="save outputs of the final evaluation as PNG (for visual comparisons)"
