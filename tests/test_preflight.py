@@ -240,3 +240,29 @@ def test_video_study_config_passes_and_a_clip_with_a_gap_is_refused(tmp_path):
     write_clip(clips / "b", 6, skip=(3,))
     with pytest.raises(DataError, match="0003"):
         preflight(cfg)
+
+
+def test_resweep_resume_runs_the_preflight_before_ray(tmp_path, capsys):
+    """The data of a stopped study moved away: `resweep resume` names the field and the folder
+    in one line, before Ray starts, and leaves the study folder as it was."""
+    import ray
+
+    ray_was_up = ray.is_initialized()
+    data = tmp_path / "photos"
+    data.mkdir()
+    study_dir = tmp_path / "study"
+    study_dir.mkdir()
+    base = tiny_config_dict(**{"data.train": {"kind": "folder", "path": str(data)}})
+    from resweep.study.layout import STUDY_FILE
+
+    (study_dir / STUDY_FILE).write_text(yaml.safe_dump({"name": "moved", "base": base}))
+    data.rmdir()
+    before = sorted(p.name for p in study_dir.iterdir())
+    code = main(["resume", str(study_dir)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("resweep: error:"), err
+    assert "data.train" in err and str(data) in err
+    assert sorted(p.name for p in study_dir.iterdir()) == before
+    assert ray.is_initialized() == ray_was_up

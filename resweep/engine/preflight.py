@@ -10,6 +10,7 @@ field and the file, not 150 lines into a worker's traceback.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,20 +53,32 @@ def _files_of(source: FolderSource | PairedSource) -> list[Path]:
 def preflight(config: ExperimentConfig, *, verify_images: bool = True) -> None:
     """Raise DataError/ConfigError for a run that could not train or evaluate."""
     task = build_task(config.task)
-    dataset = build_train_dataset(config, task)  # lists the folder, checks sizes vs the crop
-    sources = [dataset.source]
-    for spec in config.eval.sets:
-        if task.is_video:  # clip folders: discovering them checks sizes and frame numbering
-            from resweep.data.video import build_video_source
+    with _naming("data.train"):
+        dataset = build_train_dataset(config, task)  # lists the folder, checks sizes vs the crop
+    sources = [("data.train", dataset.source)]
+    for i, spec in enumerate(config.eval.sets):
+        with _naming(f"eval.sets[{i}]"):
+            if task.is_video:  # clip folders: discovering them checks sizes and frame numbering
+                from resweep.data.video import build_video_source
 
-            sources.append(build_video_source(spec, field="eval.sets"))
-        else:
-            sources.append(build_source(spec, scale=config.scale))
+                sources.append((f"eval.sets[{i}]", build_video_source(spec, field="eval.sets")))
+            else:
+                sources.append((f"eval.sets[{i}]", build_source(spec, scale=config.scale)))
     if verify_images:
-        for source in sources:
+        for field, source in sources:
             if isinstance(source, FolderSource | PairedSource):
-                _verify_files(_files_of(source))
+                with _naming(field):
+                    _verify_files(_files_of(source))
     check_named_files(config)
+
+
+@contextlib.contextmanager
+def _naming(field: str) -> Iterator[None]:
+    """Put the config field in front of a data error (which folder of which section)."""
+    try:
+        yield
+    except DataError as exc:
+        raise DataError(f"{field}: {exc}") from None
 
 
 # --------------------------------------------------------------------------- files a config names

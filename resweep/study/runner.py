@@ -174,6 +174,10 @@ def resume_study(
     if not layout.study_file.is_file():
         raise ResweepError(f"{layout.root} is not a study folder (no {STUDY_FILE})")
     study = study_from_dict(read_yaml(layout.study_file), source=str(layout.study_file))
+    from resweep.study.preflight import preflight_study
+
+    # data can move or vanish between the stop and the resume: say so before Ray starts
+    preflight_study(study)
     storage = study.storage or str(layout.root)
     tune_path = storage.rstrip("/") + "/" + TUNE_DIR
     init_ray(address, num_cpus=num_cpus)

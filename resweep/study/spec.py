@@ -243,6 +243,8 @@ class StudyConfig(_Strict):
         """How errors name a grid/random configuration: its variant label, else its knobs."""
         if label:
             return f"variant '{label}'"
+        if not params:
+            return "the base config"
         return "trial " + ", ".join(f"{k}={v!r}" for k, v in params.items())
 
     def _study_field(self, label: str, field: str | None) -> str:
