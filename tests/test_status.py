@@ -47,3 +47,47 @@ def test_status_prints_counts_best_and_errors(tmp_path, capsys):
 def test_status_of_a_non_study_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["status", str(tmp_path)]) == 2
     assert "not a study folder" in capsys.readouterr().err
+
+
+def test_a_trial_lost_with_the_driver_is_marked_errored_and_ended_trials_are_untouched(tmp_path):
+    """The driver died after a trial started and before Tune's experiment checkpoint recorded
+    it: the resumed Tune does not know the trial, so its row would say 'running' forever."""
+    from resweep.study.results import LOST_TRIAL_ERROR, read_trials
+
+    results = StudyResults(tmp_path, meta={"name": "lost"})
+    experiment = study_from_dict({"name": "lost", "base": tiny_config_dict()}).base.to_dict()
+    for tid in ("done", "known", "ghost"):
+        results.trial_started(tid, "", 0, {}, experiment)
+    results.trial_result("ghost", {"iteration": 4, "loss.total": 0.5})
+    results.trial_completed("done", {"status": "finished"}, total_iterations=0)
+    results.trial_started("gone-but-ended", "", 0, {}, experiment)
+    results.trial_completed("gone-but-ended", {"status": "finished"}, total_iterations=0)
+
+    assert results.mark_lost({"done", "known"}) == ["ghost"]
+    rows = {r["trial_id"]: r for r in read_trials(tmp_path)}  # on disk at once
+    assert rows["ghost"]["status"] == "errored" and rows["ghost"]["error"] == LOST_TRIAL_ERROR
+    assert rows["ghost"]["iterations"] == 4  # what it reported is kept
+    assert rows["known"]["status"] == "running"  # Tune still has it: it will continue
+    assert rows["done"]["status"] == rows["gone-but-ended"]["status"] == "finished"
+    assert results.mark_lost({"done", "known"}) == []  # errored has ended: once only
+
+
+def test_the_study_callback_marks_lost_trials_when_the_experiment_ends(tmp_path):
+    """The wiring: at the end of a (resumed) experiment the callback compares its rows with the
+    trials Tune holds, as Tune passes them to on_experiment_end."""
+    from types import SimpleNamespace
+
+    from resweep.study.callback import StudyCallback
+    from resweep.study.results import LOST_TRIAL_ERROR, read_trials
+
+    results = StudyResults(tmp_path, meta={"name": "lost"})
+    results.write_meta()
+    experiment = study_from_dict({"name": "lost", "base": tiny_config_dict()}).base.to_dict()
+    for tid in ("ghost", "known"):
+        results.trial_started(tid, "", 0, {}, experiment)
+    callback = StudyCallback(study_dir=tmp_path, name="lost", objective="eval.demo-eval.psnr_y", mode="max",
+                             total_trials=2, quiet=True)
+    callback.setup()
+    callback.on_experiment_end(trials=[SimpleNamespace(trial_id="known")])
+    rows = {r["trial_id"]: r for r in read_trials(tmp_path)}
+    assert rows["ghost"]["error"] == LOST_TRIAL_ERROR and rows["known"]["status"] == "running"

@@ -121,6 +121,8 @@ class StudyCallback(Callback):
         self.progress.tick()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
+        for trial_id in self.results.mark_lost({t.trial_id for t in trials}):
+            self.progress.message(f"{trial_id}: lost with the driver before Tune recorded it; marked errored")
         self.results.flush(force=True)
         self._relay_logs(force=True)
         self._summarize()

@@ -14,7 +14,7 @@ logger = logging.getLogger("resweep.study")
 # user attribute of an Optuna trial that was drawn but never ran (see ``_fail_interrupted_asks``)
 INTERRUPTED_ATTR = "resweep_interrupted"
 INTERRUPTED_NOTE = (
-    "never ran: the driver stopped after Optuna drew this configuration and before Tune saved "
+    "not continued: the driver stopped after Optuna drew this configuration and before Tune saved "
     "its searcher; the resumed study drew again from the saved sampler"
 )
 

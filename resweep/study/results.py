@@ -95,6 +95,13 @@ def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
         pq.write_table(rows_to_table(rows), tmp)
 
 
+# the error of a trial lost with a stopped driver (see StudyResults.mark_lost)
+LOST_TRIAL_ERROR = (
+    "lost with the driver: the study stopped after this trial started and before Tune recorded "
+    "it, so the resumed study could not continue it (a searcher draws such a configuration again)"
+)
+
+
 class StudyResults:
     def __init__(self, study_dir: str | Path, meta: dict[str, Any] | None = None):
         self.layout = StudyLayout(Path(study_dir))
@@ -249,6 +256,19 @@ class StudyResults:
         row["ended_at"] = time.time()
         self._dirty_trials = True
         self.flush(force=True)
+
+    def mark_lost(self, known_trial_ids: set[str]) -> list[str]:
+        """Rows of trials that never ended and that Tune no longer knows: the driver stopped
+        after the trial started and before Tune's experiment checkpoint recorded it, so the
+        resumed study cannot continue it. They become ``errored`` with :data:`LOST_TRIAL_ERROR`
+        (kept, not deleted: their curves say how far they got). Returns their ids."""
+        lost = [
+            trial_id for trial_id, row in self.trials.items()
+            if trial_id not in known_trial_ids and not Status(row.get("status") or Status.RUNNING).ended
+        ]
+        for trial_id in lost:
+            self.trial_errored(trial_id, LOST_TRIAL_ERROR)
+        return lost
 
     def remove_parts(self) -> None:
         """Forget every curve and per-image part (a fresh study in a reused folder)."""
