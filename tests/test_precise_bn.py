@@ -175,11 +175,11 @@ def _denoise_config(**changes) -> ExperimentConfig:
 
 
 def test_default_is_on_for_batchnorm_models_only_and_zero_turns_it_off():
-    assert Trainer(_denoise_config(), log=lambda _m: None).precise_bn_batches == DEFAULT_PRECISE_BN_BATCHES
-    assert Trainer(_denoise_config(precise_bn_batches=0), log=lambda _m: None).precise_bn_batches == 0
+    assert Trainer(_denoise_config(), log=lambda _m: None).precise_bn.batches == DEFAULT_PRECISE_BN_BATCHES
+    assert Trainer(_denoise_config(precise_bn_batches=0), log=lambda _m: None).precise_bn.batches == 0
     sr = ExperimentConfig.from_dict(tiny_config_dict())
     assert not batchnorm_layers(create_model("edsr_tiny", scale=2))
-    assert Trainer(sr, log=lambda _m: None).precise_bn_batches == 0
+    assert Trainer(sr, log=lambda _m: None).precise_bn.batches == 0
 
 
 @pytest.mark.parametrize("patch_size", [None, 20])

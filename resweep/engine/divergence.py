@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 from resweep.config import DivergenceConfig
 from resweep.engine.evaluate import EvalResult
+from resweep.engine.reporting import STATUS_DIVERGED
 
 # Which collapse rule ended a run (reported as ``diverged_rule``, with ``diverged_detail``).
 RULE_LOSS_NONFINITE = "loss_nonfinite"
@@ -55,3 +57,22 @@ def eval_collapse(
                 f"{margin:g} dB below the no-learning reference {reference:.2f} dB"
             )
     return None
+
+
+def loss_divergence_report(
+    loss_value: float, terms: dict[str, float], rules: DivergenceConfig, iteration: int,
+    last_eval: dict[str, float],
+) -> dict[str, Any]:
+    """The final report of a run whose loss collapsed at step ``iteration + 1``: the last
+    evaluation, the step's loss terms, and the rule that fired."""
+    rule, detail = loss_collapse(loss_value, rules, iteration + 1)
+    return {
+        "iteration": iteration,
+        **last_eval,
+        **{f"loss.{name}": value for name, value in terms.items()},
+        "status": STATUS_DIVERGED,
+        "diverged": 1,
+        "diverged_loss": loss_value if math.isfinite(loss_value) else str(loss_value),
+        "diverged_rule": rule,
+        "diverged_detail": detail,
+    }

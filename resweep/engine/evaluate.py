@@ -3,7 +3,6 @@ and NIQE (no reference; slow) on the sets that ask for it."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from resweep.engine.amp import bf16_autocast
 from resweep.engine.evaluate_clips import ClipSetEvaluator
 from resweep.metrics import image_metrics
 from resweep.metrics.niqe import niqe
@@ -121,12 +121,7 @@ class Evaluator:
                 sums = dict.fromkeys(names, 0.0)
                 base_sums = dict.fromkeys(names, 0.0)
                 for image_name, lq, gt in eval_set.items:
-                    ctx = (
-                        torch.autocast(self.device.type, dtype=torch.bfloat16)
-                        if autocast
-                        else contextlib.nullcontext()
-                    )
-                    with ctx:
+                    with bf16_autocast(self.device.type, autocast):
                         pred = model(lq.unsqueeze(0).to(self.device))
                     pred = pred.float().squeeze(0)
                     if not bool(torch.isfinite(pred).all()):

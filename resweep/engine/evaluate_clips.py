@@ -13,7 +13,6 @@ the per-frame values in frame order; the table code pairs trials by ``(set, imag
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from resweep.degradations.video_denoise import pack_window, window_indices
+from resweep.engine.amp import bf16_autocast
 from resweep.metrics import image_metrics
 
 CLIP_METRIC_NAMES = ("psnr", "ssim", "psnr_y", "ssim_y")
@@ -64,9 +64,7 @@ class ClipSetEvaluator:
             centres = range(start, min(n, start + self.frames_per_batch))
             windows = torch.stack([clip.noisy[window_indices(t, t_win, n)] for t in centres])
             x = pack_window(windows, clip.sigma).to(self.device)
-            ctx = (torch.autocast(self.device.type, dtype=torch.bfloat16) if autocast
-                   else contextlib.nullcontext())
-            with ctx:
+            with bf16_autocast(self.device.type, autocast):
                 pred = model(x).float()
             if pred.shape[1] != 3:  # a model restoring every frame of the window: its centre
                 pred = pred.reshape(pred.shape[0], t_win, 3, *pred.shape[-2:])[:, t_win // 2]

@@ -16,10 +16,17 @@ every rank ends with the same buffers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import Dataset
+
+from resweep.config_sections import DEFAULT_PRECISE_BN_BATCHES
+
+if TYPE_CHECKING:
+    from resweep.config import ExperimentConfig
 
 
 def batchnorm_layers(model: nn.Module) -> list[_BatchNorm]:
@@ -88,4 +95,36 @@ def recompute_batchnorm_stats(
     return used
 
 
-__all__ = ["batchnorm_layers", "recompute_batchnorm_stats"]
+class PreciseBatchNorm:
+    """What ``eval.precise_bn_batches`` and ``eval.precise_bn_patch_size`` ask of a run: how many
+    batches (unset: the default for models with BatchNorm, else none), from which dataset (the
+    training data, re-cut at the precise-BN crop when that differs), said once in the log."""
+
+    def __init__(self, config: ExperimentConfig, model: nn.Module, train_dataset: Dataset, task: Any,
+                 log: Callable[[str], None]) -> None:
+        requested = config.eval.precise_bn_batches
+        default = DEFAULT_PRECISE_BN_BATCHES if batchnorm_layers(model) else 0
+        self.batches = default if requested is None else requested
+        self.patch_size = config.eval.precise_bn_patch_size or config.data.patch_size
+        self._config, self._task, self._log = config, task, log
+        self._dataset = train_dataset if self.patch_size == config.data.patch_size else None
+        self._logged = False
+
+    def dataset(self) -> Dataset:
+        if self._dataset is None:  # built on first use: most runs evaluate at the training crop
+            from resweep.data import build_train_dataset
+
+            data = self._config.data.model_copy(update={"patch_size": self.patch_size})
+            self._dataset = build_train_dataset(self._config.model_copy(update={"data": data}), self._task)
+        return self._dataset
+
+    def run(self, model: nn.Module, batches: Iterable[torch.Tensor],
+            reduce: Callable[[torch.Tensor], None] | None = None) -> None:
+        used = recompute_batchnorm_stats(model, batches, reduce)
+        if not self._logged:
+            self._logged = True
+            self._log(f"precise BN: BatchNorm statistics recomputed over {used} training batches "
+                      f"({self.patch_size} px crops) before each evaluation")
+
+
+__all__ = ["PreciseBatchNorm", "batchnorm_layers", "recompute_batchnorm_stats"]

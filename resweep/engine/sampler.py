@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 import numpy as np
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 @lru_cache(maxsize=8)
@@ -62,3 +62,35 @@ class BatchKeySampler(Sampler[list[tuple[int, int]]]):
             yield batch_keys(
                 self.seed, it, self.rank, self.per_worker_batch, self.world_size, self.num_images
             )
+
+
+def train_loader(
+    dataset: Dataset,
+    *,
+    seed: int,
+    rank: int,
+    world_size: int,
+    per_worker_batch: int,
+    start_iteration: int,
+    stop_iteration: int,
+    workers: int,
+    pin_memory: bool,
+) -> DataLoader:
+    """One worker's training batches for iterations ``[start_iteration, stop_iteration)``."""
+    sampler = BatchKeySampler(
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        per_worker_batch=per_worker_batch,
+        num_images=len(dataset),
+        start_iteration=start_iteration,
+        total_iterations=stop_iteration,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )

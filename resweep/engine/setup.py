@@ -17,12 +17,32 @@ from resweep.degradations.tasks import Task, build_task
 from resweep.engine.checkpoint import load_model_weights
 from resweep.engine.evaluate import Evaluator
 from resweep.engine.finetune import apply_finetune_setup, load_initial_weights
+from resweep.errors import ConfigError
 
 
 def default_device(config: ExperimentConfig) -> torch.device:
     if config.train.device == "cuda" or (config.train.device == "auto" and torch.cuda.is_available()):
         return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
     return torch.device("cpu")
+
+
+def per_worker_batch(config: ExperimentConfig, world_size: int) -> int:
+    """Each data-parallel worker's share of ``data.batch_size`` (which must divide evenly)."""
+    if config.data.batch_size % world_size:
+        raise ConfigError(
+            f"batch size {config.data.batch_size} does not divide by {world_size} workers",
+            field="data.batch_size",
+        )
+    return config.data.batch_size // world_size
+
+
+def data_parallel(model: nn.Module, distributed: bool, device: torch.device) -> nn.Module:
+    """The module the training step calls: DDP around ``model`` when a process group is up."""
+    if not distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def default_cache_dir() -> Path:

@@ -8,9 +8,7 @@ local one in a plain process).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,26 +16,25 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from resweep.config import ExperimentConfig
-from resweep.config_sections import DEFAULT_PRECISE_BN_BATCHES
 from resweep.data import build_train_dataset
 from resweep.degradations.tasks import build_task
+from resweep.engine.amp import bf16_autocast
 from resweep.engine.divergence import (
     RULE_EVAL_NONFINITE,
     RULE_EVAL_PSNR,
     RULE_LOSS_ABOVE_MAX,
     RULE_LOSS_NONFINITE,
     eval_collapse,
-    loss_collapse,
     loss_collapsed,
+    loss_divergence_report,
 )
 from resweep.engine.ema import ModelEma
 from resweep.engine.evaluate import EvalResult, Evaluator
 from resweep.engine.optim import build_optimizer, build_scheduler
-from resweep.engine.precise_bn import batchnorm_layers, recompute_batchnorm_stats
+from resweep.engine.precise_bn import PreciseBatchNorm
 from resweep.engine.records import NOTES_KEY, PER_IMAGE_KEY
 from resweep.engine.reporting import (
     STATUS_DIVERGED,
@@ -48,15 +45,16 @@ from resweep.engine.reporting import (
     RunOutcome,
     progress_line,
 )
-from resweep.engine.sampler import BatchKeySampler
+from resweep.engine.sampler import train_loader
 from resweep.engine.setup import (
     build_evaluator,
+    data_parallel,
     default_cache_dir,
     default_device,
+    per_worker_batch,
     resolve_artifacts,
     set_up_model,
 )
-from resweep.errors import ConfigError
 from resweep.losses import get_pixel_loss
 from resweep.methods import MethodContext, World, build_methods
 from resweep.methods.diagnostics import Diagnostic, Phase
@@ -110,12 +108,7 @@ class Trainer:
         # evaluation has its own switch, off by default: bf16 moves PSNR in the second decimal
         self.eval_autocast = self.use_cuda and config.eval.amp
 
-        if config.data.batch_size % self.world.world_size:
-            raise ConfigError(
-                f"batch size {config.data.batch_size} does not divide by {self.world.world_size} workers",
-                field="data.batch_size",
-            )
-        self.per_worker_batch = config.data.batch_size // self.world.world_size
+        self.per_worker_batch = per_worker_batch(config, self.world.world_size)
 
         # Same seed on every rank: identical initial weights and method state (DDP checks this).
         torch.manual_seed(config.train.seed)
@@ -125,10 +118,6 @@ class Trainer:
         self.artifacts, self.artifact_records = resolve_artifacts(config, artifacts, cache_dir, self.device, self.log)
         self.model = model = set_up_model(model, config, self.artifacts, self.device, self.log)
         self.ema = ModelEma(model, config.train.ema_decay) if config.train.ema_decay else None
-        precise_bn = config.eval.precise_bn_batches
-        if precise_bn is None:
-            precise_bn = DEFAULT_PRECISE_BN_BATCHES if batchnorm_layers(model) else 0
-        self.precise_bn_batches = precise_bn
 
         self.methods = build_methods(
             MethodContext(
@@ -150,6 +139,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, config.schedule, config.train.iterations)
 
         dataset = build_train_dataset(config, self.task)
+        self.precise_bn = PreciseBatchNorm(config, model, dataset, self.task, self.log)
         for method in self.methods.values():
             dataset = method.wrap_train_dataset(dataset)
         self.dataset = dataset
@@ -166,18 +156,10 @@ class Trainer:
         self.loss_reference: float | None = None
         self.skipped_steps = 0
         self._eval_collapse: tuple[str, str] | None = None
-        self._logged_precise_bn = False
-        self._precise_bn_dataset: Dataset | None = None
         if resume_state is not None:
             self.load_state_dict(resume_state)
 
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            ids = [self.device.index] if self.use_cuda else None
-            self.train_model: nn.Module = DistributedDataParallel(model, device_ids=ids)
-        else:
-            self.train_model = model
+        self.train_model = data_parallel(model, self.world.distributed, self.device)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -220,24 +202,16 @@ class Trainer:
     # ------------------------------------------------------------------ loop
     def _loader(self, stop: int | None = None, dataset: Dataset | None = None) -> DataLoader:
         """Training batches from the current iteration to ``stop`` (default: the end)."""
-        dataset = self.dataset if dataset is None else dataset
-        sampler = BatchKeySampler(
+        return train_loader(
+            self.dataset if dataset is None else dataset,
             seed=self.cfg.train.seed,
             rank=self.world.rank,
             world_size=self.world.world_size,
             per_worker_batch=self.per_worker_batch,
-            num_images=len(dataset),
             start_iteration=self.iteration,
-            total_iterations=self.cfg.train.iterations if stop is None else stop,
-        )
-        workers = self.cfg.data.loader_workers
-        return DataLoader(
-            dataset,
-            batch_sampler=sampler,
-            num_workers=workers,
+            stop_iteration=self.cfg.train.iterations if stop is None else stop,
+            workers=self.cfg.data.loader_workers,
             pin_memory=self.use_cuda,
-            persistent_workers=False,
-            prefetch_factor=4 if workers else None,
         )
 
     def _global_mean(self, value: torch.Tensor) -> float:
@@ -247,16 +221,6 @@ class Trainer:
             value /= self.world.world_size
         return float(value)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.autocast:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    def _eval_autocast(self) -> contextlib.AbstractContextManager:
-        if self.eval_autocast:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def training_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Forward, loss terms and backward of one step; returns the (detached later) terms."""
         it = self.iteration
@@ -265,14 +229,14 @@ class Trainer:
         lq = batch["lq"]
         if self.use_cuda and self.cfg.train.channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        with bf16_autocast("cuda", self.autocast):
             prediction = self.train_model(lq)
         prediction = prediction.float()
         terms: dict[str, torch.Tensor] = {}
         if not self.replaces_pixel_loss:
             terms["pixel"] = self.cfg.loss.pixel_weight * self.pixel_loss(prediction, batch["gt"])
         for method in self.methods.values():
-            with self._autocast():
+            with bf16_autocast("cuda", self.autocast):
                 terms.update(method.loss_terms(prediction, batch, it))
         total = sum(t.float() for t in terms.values())
         assert isinstance(total, torch.Tensor)
@@ -393,30 +357,15 @@ class Trainer:
         return metrics
 
     def _recompute_batchnorm(self) -> None:
-        """Precise BN (eval.precise_bn_batches) on the network that evaluation uses, over the
-        next training batches (un-mixed by methods: evaluation inputs are not mixed either),
-        cropped to eval.precise_bn_patch_size."""
-        if not self.precise_bn_batches:
+        """Precise BN on the network that evaluation uses, over the next training batches
+        (un-mixed by methods: evaluation inputs are not mixed either)."""
+        if not self.precise_bn.batches:
             return
         model = self.ema.module if self.ema is not None else self.model
-        if self._precise_bn_dataset is None:
-            size = self.cfg.eval.precise_bn_patch_size
-            if size is None or size == self.cfg.data.patch_size:
-                self._precise_bn_dataset = self.dataset
-            else:
-                data = self.cfg.data.model_copy(update={"patch_size": size})
-                self._precise_bn_dataset = build_train_dataset(self.cfg.model_copy(update={"data": data}), self.task)
-        loader = self._loader(stop=self.iteration + self.precise_bn_batches, dataset=self._precise_bn_dataset)
+        loader = self._loader(stop=self.iteration + self.precise_bn.batches, dataset=self.precise_bn.dataset())
         batches = (batch["lq"].to(self.device, non_blocking=True) for batch in loader)
-        with self._eval_autocast():
-            used = recompute_batchnorm_stats(model, batches, dist.all_reduce if self.world.distributed else None)
-        if not self._logged_precise_bn:
-            self._logged_precise_bn = True
-            size = self.cfg.eval.precise_bn_patch_size or self.cfg.data.patch_size
-            self.log(
-                f"precise BN: BatchNorm statistics recomputed over {used} training batches "
-                f"({size} px crops) before each evaluation"
-            )
+        with bf16_autocast("cuda", self.eval_autocast):
+            self.precise_bn.run(model, batches, dist.all_reduce if self.world.distributed else None)
 
     def _evaluate(self, final: bool = False) -> dict[str, Any]:
         if self.evaluator is None:
@@ -444,14 +393,10 @@ class Trainer:
 
     def _diverged(self, loss_value: float, terms: dict[str, torch.Tensor]) -> RunOutcome:
         self.log(f"loss diverged at iteration {self.iteration + 1}: {loss_value!r}; ending the run")
-        metrics: dict[str, Any] = {"iteration": self.iteration, **self.last_eval}
-        for name, value in terms.items():
-            metrics[f"loss.{name}"] = float(value.detach())
-        metrics["status"] = STATUS_DIVERGED
-        metrics["diverged"] = 1
-        metrics["diverged_loss"] = loss_value if math.isfinite(loss_value) else str(loss_value)
-        rule, detail = loss_collapse(loss_value, self.cfg.train.divergence, self.iteration + 1)
-        metrics["diverged_rule"], metrics["diverged_detail"] = rule, detail
+        metrics = loss_divergence_report(
+            loss_value, {name: float(value.detach()) for name, value in terms.items()},
+            self.cfg.train.divergence, self.iteration, self.last_eval,
+        )
         self.reporter.report(metrics, None)
         return RunOutcome(STATUS_DIVERGED, self.iteration, metrics)
 
