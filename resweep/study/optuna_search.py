@@ -11,7 +11,7 @@ from resweep.status import Status
 
 logger = logging.getLogger("resweep.study")
 
-# user attribute of an Optuna trial that was drawn but never ran (see ``_fail_interrupted_asks``)
+# user attribute of an Optuna trial drawn before a stop and not continued (see ``_fail_interrupted_asks``)
 INTERRUPTED_ATTR = "resweep_interrupted"
 INTERRUPTED_NOTE = (
     "not continued: the driver stopped after Optuna drew this configuration and before Tune saved "
