@@ -1,22 +1,35 @@
 #!/usr/bin/env bash
-# Create .venv and install resweep with its test tools. Idempotent: reruns only when
-# pyproject.toml changed. torch/torchvision are pinned to the builds this machine provides.
+# Create .venv and install exactly requirements.lock (hashes required), then resweep itself
+# (editable, no dependencies of its own: the lock has them all). Idempotent: reruns only when the
+# lock changed. uv installs (parallel, ~4x faster than pip here); pip with --require-hashes is the
+# fallback when uv cannot be had. torch/torchvision are pinned to the builds this machine provides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
+LOCK=requirements.lock
 stamp="$VENV/.resweep-installed"
+lock_id=$(sha256sum "$LOCK" pyproject.toml | sha256sum | cut -c1-16)
+start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $PYTHON"
   "$PYTHON" -m venv "$VENV"
 fi
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  echo "[setup] installing resweep and its dependencies (first time: several minutes)"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-  "$VENV/bin/python" -m pip install --quiet -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_id" ]; then
+  echo "[setup] installing $LOCK into $VENV (first time: a few minutes)"
+  source scripts/uv_env.sh
+  if uv_bootstrap "$VENV/.uv"; then
+    "$UV" pip sync --quiet --python "$VENV/bin/python" --require-hashes "$LOCK"
+    "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+  else
+    echo "[setup] uv unavailable: installing with pip"
+    "$VENV/bin/python" -m pip install --quiet --require-hashes -r "$LOCK" 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+  fi
   "$VENV/bin/python" -c "import resweep, torch, ray, optuna" # fail here if the install did not work
-  touch "$stamp"
+  echo "$lock_id" > "$stamp"
+  echo "[setup] installed in $(( $(date +%s) - start )) s"
 fi
 # Headless Chromium for the dashboard browser test (Debian package); optional elsewhere.
 if [ "${RESWEEP_BROWSER:-1}" = "1" ] && ! command -v chromium >/dev/null 2>&1; then

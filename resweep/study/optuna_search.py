@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import logging
+import pickle
+import threading
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
@@ -19,8 +22,53 @@ INTERRUPTED_NOTE = (
 )
 
 
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+
+
+class _LockFreePickler(pickle.Pickler):
+    """Pickles a thread lock as "a new, unlocked lock of the same kind".
+
+    Optuna's samplers may hold locks (optuna 5.1's ``NSGAIISampler`` keeps a ``threading.Lock``
+    and cannot be pickled), while Tune pickles the searcher when the Tuner is built and at every
+    searcher checkpoint. A lock guards threads of one process; a restored searcher starts with
+    none holding it, so a fresh lock is its exact equivalent. Everything else (the sampler's
+    random state included, which the interrupted-ask rule below relies on) is kept as is, for
+    any sampler and any Optuna release, without knowing where a release keeps its locks.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, _LOCK_TYPES[0]):
+            return threading.Lock, ()
+        if isinstance(obj, _LOCK_TYPES[1]):
+            return threading.RLock, ()
+        return NotImplemented
+
+
+def lock_free_dumps(obj: Any) -> bytes:
+    """``pickle.dumps`` that replaces thread locks by fresh ones (see :class:`_LockFreePickler`)."""
+    buffer = io.BytesIO()
+    _LockFreePickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
 class DivergenceAwareOptunaSearch(OptunaSearch):
-    """A diverged trial is a FAILED Optuna trial, never a score (its last PSNR would mislead TPE)."""
+    """A diverged trial is a FAILED Optuna trial, never a score (its last PSNR would mislead TPE).
+
+    Its state pickles whatever locks the sampler holds (see :class:`_LockFreePickler`).
+    """
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        return {"lock_free_state": lock_free_dumps(self.__dict__)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(pickle.loads(state["lock_free_state"]))
+
+    def save(self, checkpoint_path: str) -> None:
+        # the layout of OptunaSearch.save (a pickled __dict__), so OptunaSearch.restore and
+        # older checkpoints read the same way
+        with open(checkpoint_path, "wb") as file:
+            file.write(lock_free_dumps(self.__dict__.copy()))
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if result and (result.get("status") == Status.DIVERGED or result.get("diverged")):
