@@ -283,6 +283,22 @@ def _resolve_base(data: dict[str, Any], study_path: Path) -> dict[str, Any]:
 def load_study(path: str | Path, *, paper_schedule: bool = False) -> StudyConfig:
     path = Path(path)
     data = read_yaml(path)
+    if "base" not in data:
+        experiment_keys = sorted(set(data) & set(ExperimentConfig.model_fields) - set(StudyConfig.model_fields))
+        if experiment_keys:
+            raise ConfigError(
+                f"this is an experiment config (it has {experiment_keys}), not a study: train it "
+                "with 'resweep train', or name it as the 'base' of a study file",
+                source=str(path), field="base",
+            )
+        # without it the study would vary the default experiment (1,000 iterations of the default
+        # model on the demo photographs), which is never what a study file without one meant
+        raise ConfigError(
+            "a study needs 'base': the experiment it varies, as a config file (relative to this "
+            "study file) or an inline mapping; write 'base: {}' to study the default experiment "
+            "on purpose",
+            source=str(path), field="base",
+        )
     data["base"] = _resolve_base(data, path)
     return study_from_dict(data, source=str(path), paper_schedule=paper_schedule)
 

@@ -1,0 +1,154 @@
+"""Study files that would run blind are refused before Ray starts (exit code 2, one line naming
+the field): no ``base``, and an objective, ``paper.metric`` or ``baseline`` that no
+configuration of the study can report or match."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from resweep.cli import main
+from resweep.errors import ConfigError
+from resweep.study.preflight import check_study_metrics, study_experiments
+from resweep.study.spec import load_study, study_from_dict
+
+from conftest import tiny_config_dict
+
+OBJECTIVE = "eval.demo-eval.psnr_y"
+
+
+def _study(**fields) -> dict:
+    study = {
+        "name": "blind",
+        "base": tiny_config_dict(),
+        "space": {"optim.lr": {"type": "grid", "values": [1e-3, 3e-4]}},
+        "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
+    }
+    study.update(fields)
+    return study
+
+
+def _run(tmp_path, capsys, study: dict) -> tuple[int, str]:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    code = main(["run", str(path), "--dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists(), "nothing may be written for a refused study"
+    return code, err
+
+
+def _refusal(study: dict) -> ConfigError:
+    config = study_from_dict(study)
+    with pytest.raises(ConfigError) as info:
+        check_study_metrics(config, study_experiments(config))
+    return info.value
+
+
+def test_a_study_file_without_base_is_refused(tmp_path, capsys):
+    study = _study()
+    del study["base"]
+    code, err = _run(tmp_path, capsys, study)
+    assert code == 2 and "'base'" in err and "base: {}" in err, err
+
+
+def test_an_explicit_empty_base_studies_the_default_experiment(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_study(base={})))
+    study = load_study(path)
+    assert study.base.model.name == study_from_dict({"name": "x"}).base.model.name
+
+
+def test_an_experiment_config_given_as_a_study_says_what_it_is(tmp_path, capsys):
+    code, err = _run(tmp_path, capsys, tiny_config_dict())
+    assert code == 2 and "experiment config" in err and "resweep train" in err, err
+
+
+def test_an_objective_on_an_evaluation_set_no_configuration_has_is_refused(tmp_path, capsys):
+    code, err = _run(tmp_path, capsys, _study(objectives=[{"metric": "eval.nosuchset.psnr_y", "mode": "max"}]))
+    assert code == 2, err
+    assert "objectives[0].metric" in err and "nosuchset" in err
+    assert "demo-eval" in err and "psnr_y" in err  # names the sets and metrics it can report
+
+
+@pytest.mark.parametrize("metric", ["eval.demo-eval.psnr_yy", "eval.demo-eval.niqe", "loss_total", "spn.negatives"])
+def test_objectives_no_configuration_reports(metric):
+    error = _refusal(_study(objectives=[{"metric": metric, "mode": "max"}]))
+    assert error.field == "objectives[0].metric" and metric in error.message
+
+
+@pytest.mark.parametrize("metric", [
+    OBJECTIVE, "eval.demo-eval.ssim", "eval.demo-eval.psnr_y_baseline", "loss.total", "loss.pixel",
+    "time_per_step",
+])
+def test_objectives_a_configuration_reports_are_accepted(metric):
+    config = study_from_dict(_study(objectives=[{"metric": metric, "mode": "max"}]))
+    check_study_metrics(config, study_experiments(config))
+
+
+def test_an_evaluation_set_that_only_one_variant_has_is_enough():
+    """'no configuration can report it': one variant adding the set makes the objective valid."""
+    extra = [{"kind": "demo", "split": "eval"}, {"kind": "demo", "split": "train", "name": "held"}]
+    study = _study(space={}, variants=[
+        {"label": "a", "overrides": {}},
+        {"label": "b", "overrides": {"eval.sets": extra}},
+    ], objectives=[{"metric": "eval.held.psnr", "mode": "max"}])
+    config = study_from_dict(study)
+    check_study_metrics(config, study_experiments(config))
+
+
+def test_niqe_objective_needs_a_set_that_computes_it():
+    sets = [{"kind": "demo", "split": "eval", "niqe": True}]
+    study = _study(base=tiny_config_dict(**{"eval.sets": sets}),
+                   objectives=[{"metric": "eval.demo-eval.niqe", "mode": "min"}])
+    config = study_from_dict(study)
+    check_study_metrics(config, study_experiments(config))
+
+
+def test_averages_are_reportable():
+    sets = [{"kind": "demo", "split": "eval", "name": "A"}, {"kind": "demo", "split": "train", "name": "B"}]
+    base = tiny_config_dict(**{"eval.sets": sets, "eval.averages": {"Avg": ["A", "B"]}})
+    config = study_from_dict(_study(base=base, objectives=[{"metric": "eval.Avg.psnr_y", "mode": "max"}]))
+    check_study_metrics(config, study_experiments(config))
+
+
+def test_optuna_objective_is_checked_too():
+    study = _study(space={"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}},
+                   search={"algorithm": "optuna_tpe", "num_samples": 2},
+                   objectives=[{"metric": "eval.Set5.psnr_y", "mode": "max"}])
+    assert "Set5" in _refusal(study).message
+
+
+def test_paper_metric_no_set_reports_is_refused(tmp_path, capsys):
+    study = _study(paper={"table": "Table 1", "metric": "lpips", "values": {}})
+    code, err = _run(tmp_path, capsys, study)
+    assert code == 2 and "paper.metric" in err and "lpips" in err and "psnr_y" in err, err
+    config = study_from_dict(_study(paper={"table": "Table 1", "metric": "psnr_y", "values": {}}))
+    check_study_metrics(config, study_experiments(config))
+
+
+@pytest.mark.parametrize("baseline, refused", [
+    ("lr=0.001", False),          # knob=value with a grid value
+    ("optim.lr=3e-4", False),
+    ("lr=0.01", True),            # a value the grid does not have
+    ("momentum=0.9", True),       # a knob the study does not vary
+    ("vanilla", True),            # no such variant
+])
+def test_baseline_must_match_a_row(baseline, refused):
+    study = _study(baseline=baseline)
+    if refused:
+        assert _refusal(study).field == "baseline"
+    else:
+        config = study_from_dict(study)
+        check_study_metrics(config, study_experiments(config))
+
+
+def test_baseline_variant_label_and_knob_left_at_the_base_value():
+    study = _study(space={}, variants=[
+        {"label": "plain", "overrides": {}},
+        {"label": "l2", "overrides": {"loss.pixel": "l2"}},
+    ])
+    for baseline in ("plain", "l2", "loss.pixel=l1"):  # l1: the base's value, kept by 'plain'
+        config = study_from_dict({**study, "baseline": baseline})
+        check_study_metrics(config, study_experiments(config))
+    assert "plain" in _refusal({**study, "baseline": "l3"}).message
