@@ -25,7 +25,8 @@ def pins(path):
             out[re.sub(r"[-_.]+", "-", m.group(1)).lower()] = m.group(2)
     return out
 lock, latest = pins(sys.argv[1]), pins(sys.argv[2])
-diff = sorted(n for n in set(lock) | set(latest) if lock.get(n) != latest.get(n))
+seeded = {"pip"}  # put there by venv itself, not by the resolution
+diff = sorted(n for n in set(lock) | set(latest) if n not in seeded and lock.get(n) != latest.get(n))
 print(f"[latest] {len(diff)} of {len(latest)} packages differ from requirements.lock")
 for n in diff:
     print(f"  {n:32s} lock {lock.get(n, '-'):>14s}   latest {latest.get(n, '-'):>14s}")
