@@ -10,17 +10,58 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def fsync_file(path: str | Path) -> None:
+    """Flush ``path``'s data to the disk (a rename after a power loss must not expose a file whose
+    blocks never reached it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a folder's entries (a rename or a new file in it) to the disk; a no-op where
+    folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(root: str | Path) -> None:
+    """fsync every file under ``root``, then every folder (deepest first), then ``root``."""
+    root = Path(root)
+    folders = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            fsync_file(Path(folder) / name)
+        folders.append(folder)
+    for folder in reversed(folders):
+        fsync_dir(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error it replaces
-    ``path`` (``os.replace``: atomic on POSIX and Windows); on error it is removed."""
+    ``path`` (``os.replace``: atomic on POSIX and Windows); on error it is removed. The file is
+    fsync'd before the rename and the folder after it, so a power loss leaves the old file or
+    the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -1,0 +1,196 @@
+"""The artifact store's commit protocol under races and damage, on a local disk and on a real S3
+server (moto's, on 127.0.0.1): first writer wins, losers read the winner's bytes, and a file
+that does not match the marker's checksums is refused by name."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from resweep.stages.store import COMMIT_FILE, ArtifactCorrupt, ArtifactStore
+
+ROUNDS = 12
+
+
+def _files(folder: Path, payload: bytes) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "weights.pt").write_bytes(payload)
+    (folder / "sub").mkdir()
+    (folder / "sub" / "metrics.json").write_text('{"psnr": 1}')
+    return folder
+
+
+def _digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "weights.pt").read_bytes()).hexdigest()
+
+
+def _race(store_uri: str, key: str, tmp: Path) -> list:
+    """Two producers upload different bytes for ``key`` and are released together at the
+    marker's creation; returns what each commit returned."""
+    barrier = threading.Barrier(2)
+    results: list = [None, None]
+    errors: list = []
+
+    def producer(i: int) -> None:
+        store = ArtifactStore(store_uri)
+        real_create = store._create_marker
+
+        def create_at_the_same_moment(k, marker):
+            barrier.wait(timeout=60)
+            return real_create(k, marker)
+
+        store._create_marker = create_at_the_same_moment  # type: ignore[method-assign]
+        real_committed, calls = store.committed, []
+
+        def committed_after_the_early_check(k):  # both pass commit's early check
+            calls.append(k)
+            return None if len(calls) == 1 else real_committed(k)
+
+        store.committed = committed_after_the_early_check  # type: ignore[method-assign]
+        try:
+            files = _files(tmp / f"p{i}", f"producer {i} ".encode() * 1000)
+            results[i] = store.commit(key, files, {"metrics": {}}, {"kind": "test"})
+        except Exception as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=producer, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    return results
+
+
+def _check_race(store_uri: str, tmp: Path, list_attempts) -> None:
+    for round_ in range(ROUNDS):
+        key = f"k{round_:02d}"
+        first, second = _race(store_uri, key, tmp / key)
+        # both producers end with the same attempt: the marker's
+        assert first.marker["attempt"] == second.marker["attempt"]
+        marker = ArtifactStore(store_uri).committed(key).marker
+        assert marker["attempt"] == first.marker["attempt"]
+        assert list_attempts(key) == [marker["attempt"]], "the losing attempt must be deleted"
+        digests = {_digest(ArtifactStore(store_uri).fetch(key, tmp / key / f"scratch{i}")) for i in range(2)}
+        assert len(digests) == 1 and digests == {marker["files"]["weights.pt"]["sha256"]}
+
+
+def test_local_commit_race_first_writer_wins(tmp_path):
+    store_dir = tmp_path / "store"
+
+    def attempts(key):
+        return sorted(p.name for p in (store_dir / "artifacts" / key).glob("attempt-*"))
+
+    _check_race(str(store_dir), tmp_path, attempts)
+
+
+def test_marker_lists_checksums_and_fetch_refuses_a_truncated_file(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    done = store.commit("key", _files(tmp_path / "f", b"x" * 5000), {}, {"kind": "test"})
+    assert done.marker["files"]["weights.pt"] == {
+        "sha256": hashlib.sha256(b"x" * 5000).hexdigest(), "size": 5000,
+    }
+    weights = store.local_dir("key", done.marker["attempt"]) / "weights.pt"
+    with open(weights, "r+b") as handle:  # what a power loss before the data reached the disk leaves
+        handle.truncate(1000)
+    with pytest.raises(ArtifactCorrupt, match="weights.pt has 1000 bytes"):
+        ArtifactStore(tmp_path / "store").fetch("key", tmp_path / "scratch")
+
+
+def test_fetch_refuses_same_size_different_bytes(tmp_path):
+    store = ArtifactStore(tmp_path / "store")
+    done = store.commit("key2", _files(tmp_path / "f", b"y" * 300), {}, {"kind": "test"})
+    (store.local_dir("key2", done.marker["attempt"]) / "sub" / "metrics.json").write_text('{"psnr": 2}')
+    with pytest.raises(ArtifactCorrupt, match="sub/metrics.json does not match the sha256"):
+        ArtifactStore(tmp_path / "store").fetch("key2", tmp_path / "scratch")
+
+
+def test_a_marker_without_checksums_still_reads(tmp_path):
+    """Artifacts committed before checksums existed stay readable."""
+    import json
+
+    store = ArtifactStore(tmp_path / "store")
+    done = store.commit("old", _files(tmp_path / "f", b"z"), {}, {"kind": "test"})
+    marker_path = tmp_path / "store" / "artifacts" / "old" / COMMIT_FILE
+    marker = json.loads(marker_path.read_text())
+    del marker["files"]
+    marker_path.write_text(json.dumps(marker))
+    assert ArtifactStore(tmp_path / "store").fetch("old", tmp_path / "s") == store.local_dir("old", done.marker["attempt"])
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+# moto's stock server is threaded and checks If-None-Match, then stores, without a lock; AWS S3
+# and MinIO make the conditional write atomic. The server here handles one request at a time,
+# so the race below tests resweep's protocol against an atomic conditional PUT, as real S3 has.
+_SERIAL_MOTO = """
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)
+"""
+
+
+@pytest.fixture
+def s3_storage(monkeypatch, tmp_path):
+    pytest.importorskip("moto")
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
+    server = subprocess.Popen([sys.executable, "-c", _SERIAL_MOTO, str(port)], stdout=log, stderr=log)
+    for _ in range(200):
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        time.sleep(0.1)
+    endpoint = f"http://127.0.0.1:{port}"
+    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
+                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
+                       "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    client = boto3.client("s3", endpoint_url=endpoint)
+    client.create_bucket(Bucket="race")
+    yield "s3://race/study", client
+    server.terminate()
+    server.wait(timeout=10)
+    log.close()
+
+
+def test_s3_conditional_put_refuses_a_second_marker(s3_storage):
+    storage, client = s3_storage
+    store = ArtifactStore(storage)
+    path = store._path("direct", COMMIT_FILE)
+    assert store._s3_put_if_absent(path, b"first")
+    assert not store._s3_put_if_absent(path, b"second")
+    body = client.get_object(Bucket="race", Key=path.partition("/")[2])["Body"].read()
+    assert body == b"first"
+
+
+def test_s3_commit_race_first_writer_wins(s3_storage, tmp_path):
+    storage, client = s3_storage
+
+    def attempts(key):
+        listing = client.list_objects_v2(Bucket="race", Prefix=f"study/artifacts/{key}/")
+        names = {o["Key"].split("/")[3] for o in listing.get("Contents", [])}
+        return sorted(n for n in names if n.startswith("attempt-"))
+
+    _check_race(storage, tmp_path, attempts)
+
+
+def test_s3_fetch_verifies_the_download(s3_storage, tmp_path):
+    storage, client = s3_storage
+    store = ArtifactStore(storage)
+    done = store.commit("bad", _files(tmp_path / "f", b"w" * 2048), {}, {"kind": "test"})
+    key = f"study/artifacts/bad/{done.marker['attempt']}/weights.pt"
+    client.put_object(Bucket="race", Key=key, Body=b"w" * 100)  # a damaged upload
+    with pytest.raises(ArtifactCorrupt, match="weights.pt has 100 bytes"):
+        store.fetch("bad", tmp_path / "scratch")
+    assert not list((tmp_path / "scratch").glob("bad*")), "a refused download must not stay in scratch"
