@@ -140,5 +140,5 @@ def test_rcl_table3_step_matched_sl_rows_add_the_pretraining_steps(tmp_path, pap
     for labels in ("10", "100", "all"):
         sl, matched_sl = configs[f"sl_{labels}"], configs[f"sl_{labels}_matched"]
         assert matched_sl.data.train.max_images == sl.data.train.max_images
-        if not paper_schedule:  # the rows' own 7000; the paper schedule's sum is in the header
-            assert matched_sl.train.iterations == stage.train.iterations + sl.train.iterations
+        # the rows' own 7000; under the paper schedule their own paper_schedule's 120000
+        assert matched_sl.train.iterations == stage.train.iterations + sl.train.iterations
