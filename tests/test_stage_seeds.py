@@ -130,6 +130,48 @@ def test_an_unresolved_trial_seed_has_no_key():
         definition_digest(SeedProbe(seed="trial"))
 
 
+def _preset_stage_digests(name: str) -> dict[tuple[str, str], dict[int, str]]:
+    """(row label, stage role) -> seed -> definition digest, over a preset's trials."""
+    from resweep.presets import load_preset
+
+    study = load_preset(name)
+    out: dict[tuple[str, str], dict[int, str]] = {}
+    for spec in study.trial_specs():
+        for role, stage in ExperimentConfig.from_dict(spec.experiment).stages().items():
+            out.setdefault((spec.label, role), {})[spec.seed] = definition_digest(stage)
+    return out
+
+
+def _presets_with_stages() -> list[str]:
+    from resweep.config import read_yaml
+    from resweep.presets import list_presets, preset_path
+
+    # stages come from model.init_from or a method's pretraining / teacher
+    words = ("init_from", "mae_loss", "eco")
+    return [n for n in list_presets() if any(w in json.dumps(read_yaml(preset_path(n))) for w in words)]
+
+
+@pytest.mark.parametrize("name", _presets_with_stages())
+def test_each_preset_with_stages_says_which_seed_they_use_and_means_it(name):
+    import re
+
+    from resweep.presets import preset_path
+
+    digests = _preset_stage_digests(name)
+    said = set(re.findall(r"#\s*stage seed: (trial|fixed)\b", preset_path(name).read_text()))
+    if not digests:
+        assert not said, f"{name} has no stages"
+        return
+    assert len(said) == 1, f"{name}: say 'stage seed: trial' or 'stage seed: fixed' once, with why"
+    (choice,) = said
+    for (label, role), by_seed in digests.items():
+        distinct = len(set(by_seed.values()))
+        if choice == "trial":  # one artifact per seed
+            assert distinct == len(by_seed) > 1, (name, label, role)
+        else:  # one artifact for every seed
+            assert distinct == 1, (name, label, role)
+
+
 @pytest.mark.ray
 def test_a_study_makes_one_pretraining_per_seed_and_each_trial_starts_from_its_own(ray_local, tmp_path):
     """A real local study: a `train` stage with seed: trial, two seeds -> two artifacts, made
