@@ -128,7 +128,8 @@ class StudyConfig(_Strict):
     paper_schedule: dict[str, Any] = Field(
         default_factory=dict,
         description="overrides that restore the paper's full training schedule: config paths of "
-        "base, or paths inside a stage definition (model.init_from.experiment.train.iterations)",
+        "base, or paths inside a stage definition (model.init_from.experiment.train.iterations); "
+        "every training length must change under it (rules: resweep.study.paper_schedule)",
     )
     paper_schedule_keeps: Reasons = Field(
         default_factory=dict,
