@@ -150,7 +150,10 @@ class ExperimentConfig(StrictModel):
 
     def stages(self) -> dict[str, Any]:
         """Every artifact this run needs made first, as ``{role: StageDefinition}``: the
-        enabled methods' (``<method>.<role>``) and the model's (``model.init_from``)."""
+        enabled methods' (``<method>.<role>``) and the model's (``model.init_from``).
+
+        A stage with ``seed: trial`` gets this run's ``train.seed`` (in a study: the trial's
+        seed), so each seed of a study reads its own artifact."""
         from resweep.stages import parse_stage
 
         out: dict[str, Any] = {}
@@ -159,7 +162,7 @@ class ExperimentConfig(StrictModel):
                 out[f"{name}.{role}"] = definition
         if isinstance(self.model.init_from, dict):
             out["model.init_from"] = parse_stage(self.model.init_from, field="model.init_from")
-        return out
+        return {role: definition.with_trial_seed(self.train.seed) for role, definition in out.items()}
 
     @property
     def scale(self) -> int:

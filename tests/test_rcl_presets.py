@@ -57,7 +57,8 @@ def test_each_row_pretrains_its_backbone_as_a_train_stage(paper_schedule):
         "rcl_emd": ["rcl"], "sl_den": []}
     assert {label: e["methods"]["rcl"]["distance"] for label, e in rows.items() if "rcl" in e["methods"]} == {
         "rcl_bd": "bhattacharyya", "rcl_mmd": "mmd", "rcl_emd": "emd"}
-    expected_stages = {"rcl_table1": 5, "rcl_table2": 6, "rcl_table3": 1}
+    # seed: trial: one backbone per method and fine-tuning seed (five seeds)
+    expected_stages = {"rcl_table1": 5 * 5, "rcl_table2": 6 * 5, "rcl_table3": 1 * 5}
     for name in TABLES:
         study = load_preset(name, paper_schedule=paper_schedule)
         keys = set()
@@ -71,7 +72,8 @@ def test_each_row_pretrains_its_backbone_as_a_train_stage(paper_schedule):
             stage = stages["model.init_from"]
             assert stage.kind == "train" and stage.config().task.scale == 1
             row = "rcl_emd" if name == "rcl_table3" else label.split("_", 1)[1] if name == "rcl_table2" else label
-            assert _backbone(stage) == rows[row], f"{name} {label}"
+            seeded = dict(rows[row], train={**rows[row]["train"], "seed": trial["seed"]})
+            assert _backbone(stage) == seeded, f"{name} {label}"
             keys.add(json.dumps(stage.key_definition(), sort_keys=True))
         assert len(keys) == expected_stages[name], name
 
@@ -140,5 +142,5 @@ def test_rcl_table3_step_matched_sl_rows_add_the_pretraining_steps(tmp_path, pap
     for labels in ("10", "100", "all"):
         sl, matched_sl = configs[f"sl_{labels}"], configs[f"sl_{labels}_matched"]
         assert matched_sl.data.train.max_images == sl.data.train.max_images
-        if not paper_schedule:  # the rows' own 7000; the paper schedule's sum is in the header
-            assert matched_sl.train.iterations == stage.train.iterations + sl.train.iterations
+        # the rows' own 7000; under the paper schedule their own paper_schedule's 120000
+        assert matched_sl.train.iterations == stage.train.iterations + sl.train.iterations

@@ -81,7 +81,9 @@ class MaePretrainKnobs(PretrainKnobs):
     batch_size: int = Field(16, ge=1)
     crop: int = Field(96, ge=8)
     lr: float = Field(1e-3, gt=0)
-    seed: int = 0
+    seed: int | Literal["trial"] = Field(
+        0, description="pretraining seed; trial: one encoder per trial seed, each made once"
+    )
     held_out_images: int = Field(1, ge=1)
 
 

@@ -57,7 +57,9 @@ class MaeVideoPretrainKnobs(PretrainKnobs):
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(8, ge=1)
     lr: float = Field(1e-3, gt=0)
-    seed: int = 0
+    seed: int | Literal["trial"] = Field(
+        0, description="pretraining seed; trial: one encoder per trial seed, each made once"
+    )
     held_out_clips: int = Field(0, ge=0, description="last N clips kept for the held-out check")
     held_out_frames: int = Field(
         8, ge=0, description="last N frames of every clip kept for the held-out check (works with "

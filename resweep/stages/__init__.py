@@ -13,6 +13,9 @@ Contract of this layer:
 * The key of an artifact (``stage_key``) is a content hash of its definition, the kind's
   ``code_version``, the identity of the data and files it names (``identity()``), and the keys
   of its dependencies. A changed definition is a new key; an unchanged one is reused.
+* Seeds: a kind with a ``seed`` field accepts ``seed: trial`` (one artifact per trial seed);
+  ``ExperimentConfig.stages()`` replaces it with the run's ``train.seed``, so the seed is in
+  the key. An unresolved ``trial`` has no key (an error). A fixed seed is one artifact for all.
 * Built-in kinds: ``train`` (a full ExperimentConfig trained by the engine -> ``weights.pt``
   + ``metrics.json``) and ``eco_centroids``. A new kind is one module plus one line in
   ``BUILTIN_STAGES`` (:mod:`resweep.stages.base`).

@@ -17,6 +17,9 @@ from resweep.registry import Registry
 if TYPE_CHECKING:
     import torch
 
+#: a stage's ``seed: trial``: the seed of the trial (run) that reads the artifact
+TRIAL_SEED = "trial"
+
 #: kind -> "module:producer" of the built-in kinds, imported when a config names the kind.
 #: Adding a kind: write resweep/stages/<kind>.py with ``@register_stage("<kind>", Definition)``
 #: on its producer, then add ONE line here.
@@ -51,6 +54,22 @@ class StageDefinition(BaseModel):
     def key_definition(self) -> dict[str, Any]:
         """The part of the definition that changes the artifact (default: all of it)."""
         return self.model_dump(mode="json")
+
+    # ------------------------------------------------------------------ seeds
+    # A kind with a ``seed`` field may take ``seed: trial``: one artifact per trial seed (the
+    # stage's own variance enters the study's seed spread), instead of one fixed seed shared by
+    # every trial. ``ExperimentConfig.stages()`` resolves it with the run's ``train.seed``, so
+    # the resolved seed is part of the definition, hence of the key: each seed's artifact is
+    # made once and read only by the trials of that seed.
+    @property
+    def seed_is_trial(self) -> bool:
+        return getattr(self, "seed", None) == TRIAL_SEED
+
+    def with_trial_seed(self, seed: int) -> StageDefinition:
+        """This definition with ``seed: trial`` replaced by ``seed`` (itself when it has a fixed seed)."""
+        if not self.seed_is_trial:
+            return self
+        return self.model_copy(update={"seed": int(seed)})
 
 
 @dataclass
@@ -132,9 +151,18 @@ def _sha256_json(data: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _require_resolved(definition: StageDefinition) -> None:
+    if definition.seed_is_trial:
+        raise ResweepError(
+            f"a '{definition.kind}' stage with seed: trial has no key until a run resolves it: "
+            "take stage definitions from ExperimentConfig.stages() (it sets the run's train.seed)"
+        )
+
+
 def stage_key(definition: StageDefinition) -> str:
     """Content hash of what defines the artifact: kind, its code version, the definition,
     the identity of the data it names, and the keys of the stages it depends on."""
+    _require_resolved(definition)
     key_data = {
         "kind": definition.kind,
         "code_version": type(definition).code_version,
@@ -148,6 +176,7 @@ def stage_key(definition: StageDefinition) -> str:
 def definition_digest(definition: StageDefinition) -> str:
     """Hash of the definition alone (no data identity): the same on every node, so a trial can
     look up the key its driver computed (identity may differ between nodes, e.g. file mtimes)."""
+    _require_resolved(definition)
     data = {
         "kind": definition.kind,
         "code_version": type(definition).code_version,

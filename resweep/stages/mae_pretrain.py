@@ -58,7 +58,7 @@ class MaePretrainStage(StageDefinition):
     data: dict[str, Any] = Field(description="a DatasetSpec mapping: the images to pretrain on")
     held_out_images: int = Field(1, ge=1, description="last N images (sorted) kept for the held-out check")
     heldout_crops_per_image: int = Field(8, ge=1)
-    seed: int = 0
+    seed: int | Literal["trial"] = Field(0, description="trial: one artifact per trial seed (see StageDefinition)")
 
     @model_validator(mode="after")
     def _check(self) -> MaePretrainStage:

@@ -62,7 +62,7 @@ class MaeVideoPretrainStage(StageDefinition):
         0, ge=0, description="last N frames of every training clip kept for the held-out check"
     )
     heldout_windows_per_clip: int = Field(8, ge=1)
-    seed: int = 0
+    seed: int | Literal["trial"] = Field(0, description="trial: one artifact per trial seed (see StageDefinition)")
 
     @model_validator(mode="after")
     def _check_held_out(self) -> MaeVideoPretrainStage:

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from resweep.stages.base import StageContext, StageDefinition, register_stage
 
@@ -32,10 +32,18 @@ _NON_WEIGHT_KEYS = ("name", "eval", "train.log_every", "train.checkpoint_every",
 
 
 class TrainStage(StageDefinition):
-    """``kind: train``: ``experiment`` is a full experiment config (validated as one)."""
+    """``kind: train``: ``experiment`` is a full experiment config (validated as one).
+
+    ``seed``: ``trial`` trains one artifact per trial seed (the run's ``train.seed``); an
+    integer replaces the experiment's ``train.seed``; none keeps the experiment's own (fixed).
+    """
 
     kind: Literal["train"] = "train"
     experiment: dict[str, Any]
+    seed: int | Literal["trial"] | None = Field(
+        None, description="trial: one artifact per trial seed; an integer: that fixed seed; "
+        "default: the experiment's train.seed (fixed)"
+    )
 
     @field_validator("experiment")
     @classmethod
@@ -51,10 +59,20 @@ class TrainStage(StageDefinition):
     def config(self) -> Any:
         from resweep.config import ExperimentConfig
 
-        return ExperimentConfig.from_dict(self.experiment, source="train stage")
+        return ExperimentConfig.from_dict(self._seeded_experiment(), source="train stage")
+
+    def _seeded_experiment(self) -> dict[str, Any]:
+        """The experiment with this stage's fixed seed in ``train.seed`` (as trained)."""
+        if not isinstance(self.seed, int):
+            return self.experiment
+        data = json.loads(json.dumps(self.experiment))
+        data.setdefault("train", {})["seed"] = self.seed
+        return data
 
     def key_definition(self) -> dict[str, Any]:
-        data = json.loads(json.dumps(self.experiment))
+        # the seed enters as the experiment's train.seed: ``seed: 1`` and ``train.seed: 1``
+        # train the same weights, so they are one artifact (and keys of seedless stages stay)
+        data = json.loads(json.dumps(self._seeded_experiment()))
         for dotted in _NON_WEIGHT_KEYS:
             node = data
             *parents, last = dotted.split(".")

@@ -74,8 +74,9 @@ def _prepare_stages(study: StudyConfig, layout: StudyLayout, storage: str) -> di
     starts; a finished artifact is reused (also on resume). Returns definition digest -> key."""
     from resweep.stages.on_ray import prepare_stages
 
-    if study.is_optuna:  # Optuna samples at run time: the base config's stages here, others in the trial
-        experiments = [study.base]
+    if study.is_optuna:  # Optuna samples at run time: the base config's stages here (per seed, for
+        # `seed: trial` stages), the stages of sampled knobs in the trial
+        experiments = [study.experiment_for({}, seed) for seed in study.seeds]
     else:
         experiments = [ExperimentConfig.from_dict(spec.experiment) for spec in study.trial_specs()]
     r = study.resources

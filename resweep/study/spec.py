@@ -7,13 +7,19 @@ value is reported with the path of the bad field.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from resweep.config import ExperimentConfig, config_path_exists, read_yaml
 from resweep.errors import ConfigError
@@ -26,6 +32,7 @@ from resweep.search_spaces import (
     probe_values,
     sample_random,
 )
+from resweep.study.paper_schedule import apply_paper_schedule, check_training_lengths
 from resweep.study.trial_spec import TrialSpec
 
 
@@ -72,11 +79,23 @@ class FailureSettings(_Strict):
     max_failures: int = Field(1, ge=0, description="retries of an errored trial from its last checkpoint")
 
 
+#: why a training length stays under --paper-schedule (rule 3 of resweep.study.paper_schedule)
+Reasons = dict[str, Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]]
+
+
 class Variant(_Strict):
     """A named configuration: one row of an ablation table."""
 
     label: str
     overrides: dict[str, Any] = Field(default_factory=dict)
+    paper_schedule: dict[str, Any] = Field(
+        default_factory=dict,
+        description="this row's own values under --paper-schedule (e.g. an Oracle row's longer "
+        "train.iterations), applied to its overrides after the study's paper_schedule",
+    )
+    paper_schedule_keeps: Reasons = Field(
+        default_factory=dict, description="training length -> why this row keeps it under --paper-schedule"
+    )
 
 
 class PaperReference(_Strict):
@@ -109,7 +128,13 @@ class StudyConfig(_Strict):
     paper_schedule: dict[str, Any] = Field(
         default_factory=dict,
         description="overrides that restore the paper's full training schedule: config paths of "
-        "base, or paths inside a stage definition (model.init_from.experiment.train.iterations)",
+        "base, or paths inside a stage definition (model.init_from.experiment.train.iterations); "
+        "every training length must change under it (rules: resweep.study.paper_schedule)",
+    )
+    paper_schedule_keeps: Reasons = Field(
+        default_factory=dict,
+        description="training length -> why every trial keeps it under --paper-schedule (each other "
+        "length must change; see resweep.study.paper_schedule)",
     )
 
     @model_validator(mode="after")
@@ -304,10 +329,21 @@ def load_study(path: str | Path, *, paper_schedule: bool = False) -> StudyConfig
 
 
 def study_from_dict(data: dict[str, Any], *, source: str = "<study>", paper_schedule: bool = False) -> StudyConfig:
+    """Validate a study mapping; with ``paper_schedule``, apply its ``paper_schedule`` first and
+    check that no trial keeps a reduced training length (:mod:`resweep.study.paper_schedule`)."""
+    reduced = None
+    if paper_schedule and data.get("paper_schedule"):
+        reduced = _validated(data, source)
+        data = apply_paper_schedule(data, source=source)
+    study = _validated(data, source)
+    if reduced is not None:
+        check_training_lengths(reduced, study, source=source)
+    return study
+
+
+def _validated(data: dict[str, Any], source: str) -> StudyConfig:
     from resweep.config import _config_error
 
-    if paper_schedule and data.get("paper_schedule"):
-        data = apply_paper_schedule(data, source=source)
     try:
         study = StudyConfig.model_validate(data)
     except ValidationError as exc:
@@ -317,58 +353,6 @@ def study_from_dict(data: dict[str, Any], *, source: str = "<study>", paper_sche
     except ConfigError as exc:
         raise ConfigError(exc.message, source=source, field=exc.field) from None
     return study
-
-
-def apply_paper_schedule(data: dict[str, Any], *, source: str = "<study>") -> dict[str, Any]:
-    """``data`` (a study mapping) with its ``paper_schedule`` applied, as a deep copy.
-
-    A key that is a config path (``train.iterations``) sets ``base``, as before. Any other key
-    addresses the inside of a mapping that ``base`` or a variant sets, such as a stage definition:
-    ``model.init_from.experiment.train.iterations`` changes the pretraining stage of every
-    variant (and the base) whose ``model.init_from`` has an ``experiment.train`` section. Only
-    existing sections are entered, so ``model.init_from.experiment.methods.rcl.crop_size``
-    reaches the RCL stages and leaves the Noise2Noise stage without an RCL section. A key that
-    reaches nothing is an error naming it.
-
-    The copy matters: YAML anchors and merge keys (``<<: *pretrain``) make the variants share
-    one mapping object, which must not be changed once per variant.
-    """
-    from resweep.config import set_dotted
-
-    data = copy.deepcopy(data)
-    base = data.setdefault("base", {})
-    variants = data.get("variants") or []
-    for key, value in (data.get("paper_schedule") or {}).items():
-        if config_path_exists(key):
-            set_dotted(base, key, value, source=source)
-            continue
-        targets: list[tuple[Any, str]] = [(base, key)]
-        for variant in variants:
-            overrides = variant.get("overrides") if isinstance(variant, dict) else None
-            for path, container in (overrides or {}).items():
-                if key.startswith(f"{path}.") and isinstance(container, dict):
-                    targets.append((container, key[len(path) + 1 :]))
-        reached = sum(_set_inside(container, rest, value) for container, rest in targets)
-        if not reached:
-            raise ConfigError(
-                f"paper_schedule key '{key}' matches nothing: it is not a config path, and no "
-                "section of base or of a variant's overrides (e.g. a model.init_from stage "
-                "definition) has its parent",
-                source=source, field=f"paper_schedule.{key}",
-            )
-    return data
-
-
-def _set_inside(container: dict[str, Any], dotted: str, value: Any) -> bool:
-    """Set ``dotted`` in ``container`` if every parent section exists; whether it did."""
-    *parents, last = dotted.split(".")
-    node: Any = container
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict):
-            return False
-    node[last] = value
-    return True
 
 
 def study_to_yaml(study: StudyConfig) -> str:
