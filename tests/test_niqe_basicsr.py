@@ -6,8 +6,9 @@ basicsr is a test-only dependency (``pip install --no-deps basicsr==1.4.2`` is e
 that today's torchvision lacks, ...), so the test loads only the four files on the NIQE path
 (``metrics/niqe.py``, ``metrics/metric_util.py``, ``utils/matlab_functions.py``,
 ``utils/color_util.py``, plus the trivial ``utils/registry.py``) under stand-in parent packages;
-``niqe.py``'s ``import cv2`` (used only by its ``convert_to="gray"``) gets an empty stand-in when
-OpenCV is absent. ``sys.modules`` is restored afterwards.
+``niqe.py``'s ``import cv2`` (used only by its ``convert_to="gray"``, which resweep's ``"gray"``
+does not follow: see ``resweep.metrics.niqe.niqe``) gets an empty stand-in, so OpenCV is not
+needed. ``sys.modules`` is restored afterwards.
 """
 
 from __future__ import annotations
@@ -54,8 +55,7 @@ def _load_basicsr_niqe() -> types.ModuleType:
         sys.modules["basicsr.utils"].bgr2ycbcr = load("basicsr.utils.color_util").bgr2ycbcr
         for name in ("basicsr.utils.registry", "basicsr.utils.matlab_functions", "basicsr.metrics.metric_util"):
             load(name)
-        if importlib.util.find_spec("cv2") is None:
-            sys.modules["cv2"] = types.ModuleType("cv2")
+        sys.modules["cv2"] = types.ModuleType("cv2")
         return load("basicsr.metrics.niqe")
     except (ImportError, AttributeError, FileNotFoundError) as exc:
         pytest.skip(f"basicsr's NIQE module does not load here ({type(exc).__name__}: {exc})")
