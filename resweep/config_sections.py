@@ -112,8 +112,11 @@ class DatasetSpec(StrictModel):
     split: Literal["train", "eval", "all"] = Field(
         "all", description="demo only: which of its photographs to use"
     )
-    niqe: bool = Field(
-        False, description="evaluation sets only: also compute NIQE per image (slow; lower is better)"
+    niqe: bool | Literal["y", "gray"] = Field(
+        False,
+        description="evaluation sets only: also compute NIQE per image (slow; lower is better). "
+        "true or 'y': on the Y channel of MATLAB rgb2ycbcr (BasicSR's default, the protocol of "
+        "the SR papers); 'gray': on MATLAB rgb2gray (what MATLAB's niqe does with RGB)",
     )
     max_frames: int | None = Field(
         None, ge=1, description="video evaluation only: use only the first N frames of each clip"
@@ -123,6 +126,14 @@ class DatasetSpec(StrictModel):
     @classmethod
     def _expand(cls, value: Any) -> Any:
         return expand_path(value)
+
+    @field_validator("niqe", mode="before")
+    @classmethod
+    def _niqe_choice(cls, value: Any) -> Any:
+        # exact choices only: pydantic would otherwise read "yes", "n", "1"... as booleans
+        if isinstance(value, bool) or value in ("y", "gray"):
+            return value
+        raise ValueError(f"niqe must be true, false, 'y' or 'gray', got {value!r}")
 
     @model_validator(mode="after")
     def _check_paths(self) -> DatasetSpec:

@@ -53,15 +53,19 @@ class Evaluator:
         crop_border: int,
         device: torch.device,
         averages: dict[str, list[str]] | None = None,
-        niqe_sets: list[bool] | None = None,
+        niqe_sets: list[bool | str] | None = None,
     ):
         self.eval_sets = eval_sets
         self.averages = dict(averages or {})
         self.task = task
         self.crop_border = crop_border
         self.device = device
-        # one flag per set (eval.sets[i].niqe): NIQE costs far more than PSNR, so it is opt-in
+        # one flag per set (eval.sets[i].niqe): NIQE costs far more than PSNR, so it is opt-in;
+        # true or "y" measures it on Y, "gray" on MATLAB rgb2gray
         self.niqe_sets = list(niqe_sets) if niqe_sets is not None else [False] * len(eval_sets)
+        self._niqe_convert = {
+            s.name: ("y" if flag is True else flag) for s, flag in zip(eval_sets, self.niqe_sets, strict=True)
+        }
         self._baseline: dict[tuple[str, str], dict[str, float]] = {}
         # video sets (ClipEvalSet) are evaluated clip by clip in their own module
         self._clip_sets = {
@@ -80,7 +84,7 @@ class Evaluator:
 
     def _niqe(self, image: torch.Tensor, set_name: str, image_name: str) -> float:
         try:
-            return niqe(image, crop_border=self.crop_border)
+            return niqe(image, crop_border=self.crop_border, convert_to=self._niqe_convert[set_name])
         except ValueError as exc:
             raise ValueError(
                 f"NIQE on eval set '{set_name}', image '{image_name}' "
