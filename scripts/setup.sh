@@ -10,7 +10,7 @@ PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 LOCK=requirements.lock
 stamp="$VENV/.resweep-installed"
-lock_id=$(sha256sum "$LOCK" pyproject.toml | sha256sum | cut -c1-16)
+lock_id=$(sha256sum "$LOCK" requirements-reference.lock pyproject.toml | sha256sum | cut -c1-16)
 start=$(date +%s)
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV with $PYTHON"
@@ -22,10 +22,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$lock_id" ]; then
   if uv_bootstrap "$VENV/.uv"; then
     "$UV" pip sync --quiet --python "$VENV/bin/python" --require-hashes "$LOCK"
     "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+    "$UV" pip install --quiet --python "$VENV/bin/python" --no-deps --no-build-isolation \
+      --require-hashes -r requirements-reference.lock
   else
     echo "[setup] uv unavailable: installing with pip"
     "$VENV/bin/python" -m pip install --quiet --require-hashes -r "$LOCK" 2>&1 | grep -v "^WARNING: Location" || true
     "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>&1 | grep -v "^WARNING: Location" || true
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation --require-hashes \
+      -r requirements-reference.lock 2>&1 | grep -v "^WARNING: Location" || true
   fi
   "$VENV/bin/python" -c "import resweep, torch, ray, optuna" # fail here if the install did not work
   echo "$lock_id" > "$stamp"
