@@ -22,8 +22,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("resweep.engine",),  # the training loop: no Ray, no particular method
     ("resweep.methods",),  # one file per method
     ("resweep.losses", "resweep.models", "resweep.data", "resweep.degradations", "resweep.metrics"),
-    # typed configs, and the config bases that methods and stage kinds subclass
-    ("resweep.config", "resweep.config_sections", "resweep.config_io", "resweep.config_bases"),
+    # typed configs, with the bases that methods' knobs and stage kinds' definitions subclass
+    ("resweep.config", "resweep.config_sections", "resweep.config_io", "resweep.config_methods", "resweep.config_stages"),
     # name tables and small helpers
     (
         "resweep.name_tables",

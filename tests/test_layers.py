@@ -2,10 +2,11 @@
 
 Every ``import``/``from ... import`` statement counts, wherever it is: at module level, inside
 a function (it runs later, but the module still depends on what it imports), and under
-``if TYPE_CHECKING:``. Both rules hold for all of them: a type-only import of a higher layer
-would still make a lower layer know of it, and two modules that name each other's types are
-one tangle even if one side imports only for annotations (STYLE: a type-only import of a
-*lower* layer is fine, and is). Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first, so parent
+``if TYPE_CHECKING:``. The layer rule holds for all of them: a type-only import of a higher
+layer would still make a lower layer know of it (STYLE: a type-only import of a *lower* layer
+is fine). The cycle rule leaves type-only imports out: they never run, and with the layer rule
+in force they can only point sideways, within one layer (``config_methods`` annotates with
+``ExperimentConfig``, which holds its ``MethodConfig``s). Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first, so parent
 packages count as imported too. Names held as ``"module:attr"`` strings in
 :mod:`resweep.name_tables` are data, imported by the registry on first use: not edges.
 """
@@ -82,10 +83,11 @@ def upward_imports(edges: list[Edge]) -> list[Edge]:
 
 def cycles(modules: set[str], edges: list[Edge]) -> list[list[str]]:
     """The groups of two or more modules that import each other round a loop (strongly
-    connected components), each sorted."""
+    connected components; type-only imports left out), each sorted."""
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for e in edges:
-        graph[e.importer].add(e.imported)
+        if not e.type_only:
+            graph[e.importer].add(e.imported)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -158,8 +160,8 @@ def test_the_checker_finds_upward_imports_and_cycles(tmp_path: Path) -> None:
         ("resweep.data.x", "resweep.stages"),
         ("resweep.data.x", "resweep.stages.s"),
     }
-    # a type-only import closes a loop too
-    assert cycles(modules, edges) == [["resweep.config", "resweep.engine.optim"], ["resweep.engine.a", "resweep.engine.b"]]
+    # config <-> optim is a loop (through a function); a.py <-> b.py is type-only one way: none
+    assert cycles(modules, edges) == [["resweep.config", "resweep.engine.optim"]]
     assert ("resweep.engine.b", "resweep.engine.a") in {(e.importer, e.imported) for e in edges}  # relative
 
 
@@ -198,3 +200,44 @@ def test_analysis_reads_study_folders_through_layout_only() -> None:
         and e.imported != "resweep.study.layout"
     ]
     assert bad == []
+
+
+# --------------------------------------------------------------------------- the name tables
+def test_name_tables_match_what_the_implementations_register() -> None:
+    """Each built-in name resolves to what its module registers under it, and no module of the
+    package registers a name its table lacks (the config would not know it until imported)."""
+    import importlib
+    import pkgutil
+
+    import resweep
+    from resweep import name_tables as nt
+
+    for module in pkgutil.walk_packages(resweep.__path__, "resweep."):
+        if module.name.split(".")[1] in ("degradations", "engine", "losses", "methods", "models", "stages"):
+            importlib.import_module(module.name)
+
+    def origin(obj: object) -> str:  # the module that registered an entry
+        inner = getattr(obj, "factory", None) or getattr(obj, "produce", None) or obj
+        return str(getattr(inner, "__module__", ""))
+
+    method_targets = {name: method for name, (_, method) in nt.BUILTIN_METHODS.items()}
+    config_targets = {name: config for name, (config, _) in nt.BUILTIN_METHODS.items()}
+    for table, builtins in (
+        (nt.TASKS, nt.BUILTIN_TASKS),
+        (nt.OPTIMIZERS, nt.BUILTIN_OPTIMIZERS),
+        (nt.PIXEL_LOSSES, nt.BUILTIN_PIXEL_LOSSES),
+        (nt.STAGES, nt.BUILTIN_STAGES),
+        (nt.MODELS, nt.BUILTIN_MODELS),
+        (nt.METHODS, method_targets),
+        (nt.METHOD_CONFIGS, config_targets),
+    ):
+        for name, target in builtins.items():
+            module, _, attr = target.partition(":")
+            entry = table.get(name)
+            expected = getattr(importlib.import_module(module), attr)
+            assert entry is expected or getattr(entry, "factory", None) is expected or getattr(entry, "produce", None) is expected, (
+                f"{table.kind} '{name}': {target} is not what its module registered ({entry!r})"
+            )
+            assert getattr(entry, "kind", name) == name or table is nt.STAGES
+        unlisted = [n for n in table.names() if origin(table.get(n)).startswith("resweep.") and n not in builtins]
+        assert unlisted == [], f"{table.kind} names registered in the package but missing from resweep.name_tables: {unlisted}"

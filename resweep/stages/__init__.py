@@ -15,7 +15,7 @@ Contract of this layer:
   of its dependencies. A changed definition is a new key; an unchanged one is reused.
 * Built-in kinds: ``train`` (a full ExperimentConfig trained by the engine -> ``weights.pt``
   + ``metrics.json``) and ``eco_centroids``. A new kind is one module plus one line in
-  ``BUILTIN_STAGES`` (:mod:`resweep.stages.base`).
+  ``BUILTIN_STAGES`` (:mod:`resweep.name_tables`).
 * Who declares stages: a method through ``MethodConfig.stages(experiment)`` (role ->
   definition), a model through ``model.init_from: {kind: ..., ...}``. At run time a method
   reads ``MethodContext.artifact_dir(role)``.
