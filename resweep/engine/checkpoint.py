@@ -9,9 +9,18 @@ from typing import Any
 
 import torch
 
+from resweep.engine.file_names import CHECKPOINT_FILE, WEIGHTS_FILE
 from resweep.errors import ResweepError
 
-CHECKPOINT_FILE = "checkpoint.pt"
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORMAT",
+    "WEIGHTS_FILE",
+    "load_checkpoint",
+    "load_model_weights",
+    "save_checkpoint",
+]
+
 FORMAT = "resweep-checkpoint-v1"
 
 
