@@ -3,7 +3,8 @@
 Each layer imports only the layers below it (at module level or inside a function; a type-only
 import under ``if TYPE_CHECKING:`` too), and no two modules import each other, directly or
 round a loop. ``tests/test_layers.py`` reads every module with ``ast`` and holds the code to
-this table. Within a layer, modules import each other freely as long as no loop forms.
+this table (its ``KNOWN_UPWARD`` names the upward imports still to remove). Within a layer,
+modules import each other freely as long as no loop forms.
 
 Names a config may use (task kinds, optimisers, pixel losses, methods, stage kinds, models)
 live in :mod:`resweep.name_tables`, at the bottom: the config checks names there, the

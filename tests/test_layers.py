@@ -23,7 +23,29 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: upward imports still to remove: (importer, imported) -> why it is still there. The test
 #: fails on an upward import missing here and on an entry that is no longer needed.
-KNOWN_UPWARD: dict[tuple[str, str], str] = {}
+KNOWN_UPWARD: dict[tuple[str, str], str] = {
+    ("resweep.engine.setup", "resweep.stages"): "a Trainer given no artifacts makes its stages itself "
+    "(prepare_local, for `resweep train` and tests); the callers should make them and pass them in",
+    ("resweep.methods.eco_teacher", "resweep.engine.checkpoint"): "reads a teacher's checkpoint; "
+    "checkpoint loading belongs below methods (it reads weights files, like losses.weights_files)",
+    ("resweep.methods.spn", "resweep.engine.checkpoint"): "loads the negatives' weights: as above",
+    ("resweep.methods.eco_teacher", "resweep.stages.train"): "the file names of a train stage's "
+    "artifact (CONFIG_FILE; WEIGHTS_FILE is in engine.file_names)",
+    ("resweep.methods.rcl", "resweep.engine.sampler"): "batch_keys: the key scheme of a batch "
+    "belongs to data/, where the datasets read the keys",
+    ("resweep.methods.mae_loss", "resweep.stages"): "StageDefinition for a type hint: "
+    "resweep.config_stages has it",
+    ("resweep.methods.mae_loss", "resweep.stages.mae_pretrain"): "builds MaePretrainStage (could "
+    "go by kind through parse_stage, as eco_config does) and loads the encoder with its loader",
+    ("resweep.methods.mae_loss_video", "resweep.stages.mae_video_pretrain"): "as mae_loss, for video",
+    ("resweep.stages.on_ray", "resweep.study.layout"): "ARTIFACTS_FILE: the stage layer writes the "
+    "study's artifacts table into the study folder",
+    ("resweep.trainables.train", "resweep.study.progress"): "the progress line of `resweep train`",
+    ("resweep.trainables.tune_trial", "resweep.study.layout"): "the study folder of a trial: "
+    "the driver-trial contract should sit below trainables",
+    ("resweep.trainables.tune_trial", "resweep.study.trial_spec"): "TrialSpec, the message from the "
+    "driver to a trial: as above",
+}
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,14 @@ def import_edges(root: Path, package: str = "resweep") -> tuple[set[str], list[E
 
 
 def upward_imports(edges: list[Edge]) -> list[Edge]:
-    return [e for e in edges if (a := layer_of(e.importer)) is not None and (b := layer_of(e.imported)) is not None and b < a]
+    """Imports against the layer order; a package reached only as the parent of a submodule
+    that the same statement imports is left out (the submodule's edge says it)."""
+    deeper = {(e.importer, e.line, e.imported.rpartition(".")[0]) for e in edges}
+    return [
+        e for e in edges
+        if (a := layer_of(e.importer)) is not None and (b := layer_of(e.imported)) is not None and b < a
+        and (e.importer, e.line, e.imported) not in deeper
+    ]
 
 
 def cycles(modules: set[str], edges: list[Edge]) -> list[list[str]]:
@@ -146,7 +175,7 @@ def test_the_checker_finds_upward_imports_and_cycles(tmp_path: Path) -> None:
         "resweep/engine/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from resweep.engine.b import B\n",
         "resweep/engine/b.py": "from . import a\n",
         "resweep/data/__init__.py": "",
-        "resweep/data/x.py": "from resweep.errors import E\nfrom resweep.stages import s\n",
+        "resweep/data/x.py": "from resweep.errors import E\nimport resweep.stages\n",
         "resweep/errors.py": "",
         "resweep/stages/__init__.py": "",
         "resweep/stages/s.py": "",
@@ -154,12 +183,7 @@ def test_the_checker_finds_upward_imports_and_cycles(tmp_path: Path) -> None:
     modules, edges = import_edges(root)
     up = {(e.importer, e.imported) for e in upward_imports(edges)}
     # inside a function counts; a package's __init__ is imported with its submodule
-    assert up == {
-        ("resweep.config", "resweep.engine"),
-        ("resweep.config", "resweep.engine.optim"),
-        ("resweep.data.x", "resweep.stages"),
-        ("resweep.data.x", "resweep.stages.s"),
-    }
+    assert up == {("resweep.config", "resweep.engine.optim"), ("resweep.data.x", "resweep.stages")}
     # config <-> optim is a loop (through a function); a.py <-> b.py is type-only one way: none
     assert cycles(modules, edges) == [["resweep.config", "resweep.engine.optim"]]
     assert ("resweep.engine.b", "resweep.engine.a") in {(e.importer, e.imported) for e in edges}  # relative
