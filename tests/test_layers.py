@@ -26,13 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
     ("resweep.engine.setup", "resweep.stages"): "a Trainer given no artifacts makes its stages itself "
     "(prepare_local, for `resweep train` and tests); the callers should make them and pass them in",
-    ("resweep.methods.eco_teacher", "resweep.engine.checkpoint"): "reads a teacher's checkpoint; "
-    "checkpoint loading belongs below methods (it reads weights files, like losses.weights_files)",
-    ("resweep.methods.spn", "resweep.engine.checkpoint"): "loads the negatives' weights: as above",
-    ("resweep.methods.eco_teacher", "resweep.stages.train"): "the file names of a train stage's "
-    "artifact (CONFIG_FILE; WEIGHTS_FILE is in engine.file_names)",
-    ("resweep.methods.rcl", "resweep.engine.sampler"): "batch_keys: the key scheme of a batch "
-    "belongs to data/, where the datasets read the keys",
     ("resweep.methods.mae_loss", "resweep.stages"): "StageDefinition for a type hint: "
     "resweep.config_stages has it",
     ("resweep.methods.mae_loss", "resweep.stages.mae_pretrain"): "builds MaePretrainStage (could "
