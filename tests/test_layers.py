@@ -6,9 +6,10 @@ a function (it runs later, but the module still depends on what it imports), and
 layer would still make a lower layer know of it (STYLE: a type-only import of a *lower* layer
 is fine). The cycle rule leaves type-only imports out: they never run, and with the layer rule
 in force they can only point sideways, within one layer (``config_methods`` annotates with
-``ExperimentConfig``, which holds its ``MethodConfig``s). Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first, so parent
-packages count as imported too. Names held as ``"module:attr"`` strings in
-:mod:`resweep.name_tables` are data, imported by the registry on first use: not edges.
+``ExperimentConfig``, which holds its ``MethodConfig``s). Importing ``a.b.c`` runs
+``a/__init__`` and ``a/b/__init__`` first, so parent packages count as imported too. Names
+held as ``"module:attr"`` strings in :mod:`resweep.name_tables` are data, imported by the
+registry on first use: not edges.
 """
 
 from __future__ import annotations
