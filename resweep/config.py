@@ -7,11 +7,11 @@ re-exported here. Methods (SPN, ECO, ...) register their own config class;
 ``methods.spn.weight`` as a dotted path. This module also holds dotted-path access
 (``set_dotted``, ``config_path_exists``) and ``load_config``.
 
-Contract of this module: it imports neither torch nor any registry's implementation at
-module level (``python -c "import resweep.config"`` stays light). Names that registries
-hold (task kinds, pixel losses, optimisers, models, methods, stage kinds) are plain strings
-checked against those registries when a config is validated: the registry is the one
-source of truth, and a new entry needs no edit here.
+Contract of this module: it imports nothing above the config layer, at module level or in a
+function (``tests/test_layers.py``; ``python -c "import resweep.config"`` stays light, no
+torch). Names that registries hold (task kinds, pixel losses, optimisers, models, methods,
+stage kinds) are plain strings checked against the tables of :mod:`resweep.name_tables` when a
+config is validated: the table is the one source of truth, and a new entry needs no edit here.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from pydantic import (
 
 from resweep.config_io import config_error as _config_error
 from resweep.config_io import expand_path, get_dotted, read_yaml
+from resweep.config_methods import MethodConfig
 from resweep.config_sections import (
     DataConfig,
     DatasetSpec,
@@ -46,8 +47,9 @@ from resweep.config_sections import (
     TrainConfig,
     VideoTaskConfig,
 )
+from resweep.config_stages import parse_stage
 from resweep.errors import ConfigError, RegistryError
-from resweep.methods.method_config import MethodConfig
+from resweep.name_tables import METHOD_CONFIGS, MODELS
 
 # The sections live in config_sections, expand_path/get_dotted/read_yaml in config_io;
 # importing them from here still works.
@@ -93,8 +95,6 @@ class ExperimentConfig(StrictModel):
     @field_validator("methods", mode="before")
     @classmethod
     def _parse_methods(cls, value: Any) -> Any:
-        from resweep.methods import METHOD_CONFIGS
-
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -121,16 +121,14 @@ class ExperimentConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check_model(self) -> ExperimentConfig:
-        from resweep.models import list_models
-
-        if self.model.name not in list_models():
+        if self.model.name not in MODELS:
             import difflib
 
-            close = difflib.get_close_matches(self.model.name, list_models(), n=3)
+            close = difflib.get_close_matches(self.model.name, MODELS.names(), n=3)
             hint = f" Did you mean {', '.join(close)}?" if close else ""
             raise ValueError(
                 f"unknown model '{self.model.name}' (model.name).{hint} "
-                f"Known: {', '.join(list_models())}"
+                f"Known: {', '.join(MODELS.names())}"
             )
         return self
 
@@ -154,8 +152,6 @@ class ExperimentConfig(StrictModel):
 
         A stage with ``seed: trial`` gets this run's ``train.seed`` (in a study: the trial's
         seed), so each seed of a study reads its own artifact."""
-        from resweep.stages import parse_stage
-
         out: dict[str, Any] = {}
         for name, method in sorted(self.enabled_methods.items()):
             for role, definition in method.stages(self).items():
@@ -229,8 +225,6 @@ def _walk_schema(schema: type[BaseModel], parts: list[str]) -> bool:
 
 
 def _check_method_path(parts: list[str]) -> bool:
-    from resweep.methods import METHOD_CONFIGS
-
     if not parts:
         return True
     if parts[0] not in METHOD_CONFIGS:

@@ -1,9 +1,9 @@
 """The sections of an experiment config: task, data, model, optimisation, loss, training, evaluation.
 
 :class:`resweep.config.ExperimentConfig` assembles these; import them from ``resweep.config``
-(which re-exports them) or from here. Like ``resweep.config`` this module imports neither torch
-nor any registry's implementation at module level: registry names are plain strings checked
-against their registry when a section is validated.
+(which re-exports them) or from here. Like ``resweep.config`` this module imports nothing above
+the config layer: registry names are plain strings checked against the tables of
+:mod:`resweep.name_tables` when a section is validated.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from resweep.config_io import expand_path
+from resweep.config_stages import parse_stage
+from resweep.name_tables import OPTIMIZERS, PIXEL_LOSSES, TASKS
 
 __all__ = [
     "DataConfig",
@@ -77,14 +79,11 @@ class TaskConfig(StrictModel):
     @field_validator("kind")
     @classmethod
     def _check_kind(cls, value: str) -> str:
-        from resweep.degradations.tasks import TASKS
-
         return TASKS.check(value)
 
     @model_validator(mode="after")
     def _check_scale(self) -> TaskConfig:
-        from resweep.degradations.tasks import TASKS
-
+        # the task's class is the one statement of its scales (imports the task's module)
         scales = TASKS.get(self.kind).allowed_scales
         if self.scale not in scales:
             wanted = f"scale {scales[0]}" if len(scales) == 1 else f"scale in {', '.join(map(str, scales))}"
@@ -190,8 +189,6 @@ class ModelConfig(StrictModel):
     @classmethod
     def _check_init_from(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            from resweep.stages import parse_stage
-
             return parse_stage(value, field="model.init_from").model_dump(mode="json")
         return value
 
@@ -220,8 +217,6 @@ class OptimConfig(StrictModel):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        from resweep.engine.optim import OPTIMIZERS
-
         return OPTIMIZERS.check(value)
 
 
@@ -240,8 +235,6 @@ class LossConfig(StrictModel):
     @field_validator("pixel")
     @classmethod
     def _check_pixel(cls, value: str) -> str:
-        from resweep.losses import PIXEL_LOSSES
-
         return PIXEL_LOSSES.check(value)
 
 

@@ -84,11 +84,13 @@ def test_config_and_method_configs_import_without_torch() -> None:
 
 
 def test_validating_a_config_does_not_import_timm_or_torchvision() -> None:
-    """Every trial process and CLI call validates a config; the model-name check imports the
-    architecture modules, and `import timm.layers` alone pulls in torchvision (~2.5 s here)."""
+    """Every trial process and CLI call validates a config; `import timm.layers` alone pulls in
+    torchvision (~2.5 s here). The model-name check reads the names in resweep.name_tables and
+    imports no architecture module."""
     loaded = _imported_after(
         "import sys; sys.path.insert(0, 'tests'); from conftest import tiny_config_dict; "
         "from resweep.config import ExperimentConfig; ExperimentConfig.from_dict(tiny_config_dict())"
     )
-    assert "resweep.models.swinir" in loaded  # the check did list the models
+    assert "resweep.config" in loaded and "resweep.name_tables" in loaded
+    assert [m for m in loaded if m.startswith("resweep.models.")] == []
     assert "timm" not in loaded and "torchvision" not in loaded

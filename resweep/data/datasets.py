@@ -16,17 +16,23 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from resweep.data.crops import (
+    augment_aligned,
+    centre_crop,
+    crop_aligned,
+    eval_seed,
+    mod_crop,
+    random_crop_params,
+)
 from resweep.data.sources import ImageSource, PairedSource, build_source
 from resweep.degradations.tasks import Task
 from resweep.errors import DataError
 
 if TYPE_CHECKING:
-    # Annotations only: resweep.config imports the methods package, which may import us.
     from resweep.config import DatasetSpec, ExperimentConfig
 
 __all__ = [
@@ -44,65 +50,6 @@ __all__ = [
 
 # Extra per-image tensors a method wants cropped with the pair: name -> (tensor, scale vs LQ).
 ExtrasFn = Callable[[int], dict[str, tuple[Tensor, int]]]
-
-
-# --------------------------------------------------------------------------- helpers
-def mod_crop(img: Tensor, scale: int) -> Tensor:
-    """Crop the bottom/right so that H and W are multiples of ``scale`` (SR convention)."""
-    h, w = img.shape[-2:]
-    return img[..., : h - h % scale, : w - w % scale]
-
-
-def random_crop_params(
-    lq_hw: tuple[int, int], patch_size: int, generator: torch.Generator
-) -> tuple[int, int]:
-    """Uniform ``(top, left)`` of a ``patch_size`` crop in an LQ image of size ``lq_hw``."""
-    h, w = int(lq_hw[0]), int(lq_hw[1])
-    if h < patch_size or w < patch_size:
-        raise ValueError(f"LQ image {h}x{w} is smaller than the patch size {patch_size}")
-    top = int(torch.randint(0, h - patch_size + 1, (1,), generator=generator))
-    left = int(torch.randint(0, w - patch_size + 1, (1,), generator=generator))
-    return top, left
-
-
-def crop_aligned(
-    tensors: dict[str, tuple[Tensor, int]], top: int, left: int, patch_size: int
-) -> dict[str, Tensor]:
-    """Crop every tensor at LQ position ``(top, left)``, side ``patch_size``, each scaled by
-    its own factor relative to the LQ (1 for LQ-sized, ``scale`` for GT-sized tensors)."""
-    out = {}
-    for name, (tensor, s) in tensors.items():
-        y, x, side = top * s, left * s, patch_size * s
-        crop = tensor[..., y : y + side, x : x + side]
-        if crop.shape[-2:] != (side, side):
-            raise ValueError(
-                f"'{name}' of size {tuple(tensor.shape[-2:])} (scale {s}) is too small for a "
-                f"{side}x{side} crop at ({y}, {x})"
-            )
-        out[name] = crop
-    return out
-
-
-def augment_aligned(tensors: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
-    """Apply one random horizontal flip / vertical flip / transpose (together: the 8 flips
-    and 90-degree rotations) to every tensor, so aligned tensors stay aligned."""
-    hflip, vflip, transpose = (bool(b) for b in torch.randint(0, 2, (3,), generator=generator))
-    out = {}
-    for name, t in tensors.items():
-        if hflip:
-            t = t.flip(-1)
-        if vflip:
-            t = t.flip(-2)
-        if transpose:
-            t = t.transpose(-2, -1)
-        out[name] = t.contiguous()
-    return out
-
-
-def eval_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit generator seed for image ``index`` of an evaluation set."""
-    state = np.random.SeedSequence([seed % 2**64, index]).generate_state(2, dtype=np.uint32)
-    return (int(state[0]) << 31) ^ int(state[1])
 
 
 # --------------------------------------------------------------------------- training
@@ -212,7 +159,7 @@ class TrainPatchDataset(Dataset):
 def build_train_dataset(cfg: ExperimentConfig, task: Task) -> TrainPatchDataset:
     """The training patches of ``cfg.data`` for ``task`` (video sets: temporal windows)."""
     if cfg.data.train.kind.startswith("video_") or task.kind == "video_denoise":
-        from resweep.data.video import build_video_train_dataset  # video.py imports this module
+        from resweep.data.video import build_video_train_dataset
 
         return build_video_train_dataset(cfg, task)  # type: ignore[return-value]
     source = build_source(cfg.data.train, scale=task.scale)
@@ -243,13 +190,6 @@ class EvalSet:
         return self.items[i]
 
 
-def _centre_crop(img: Tensor, side_h: int, side_w: int, align: int = 1) -> Tensor:
-    h, w = img.shape[-2:]
-    top = ((h - side_h) // 2) // align * align
-    left = ((w - side_w) // 2) // align * align
-    return img[..., top : top + side_h, left : left + side_w]
-
-
 def build_eval_set(
     spec: DatasetSpec, task: Task, *, seed: int, max_side: int | None = None
 ) -> EvalSet:
@@ -258,7 +198,7 @@ def build_eval_set(
     to at most ``max_side`` (rounded down to a multiple of the scale). Paired sources use the
     stored LQ images. Video sets give a :class:`~resweep.data.video.ClipEvalSet`."""
     if spec.kind.startswith("video_") or task.kind == "video_denoise":
-        from resweep.data.video import build_clip_eval_set  # video.py imports this module
+        from resweep.data.video import build_clip_eval_set
 
         return build_clip_eval_set(spec, task, seed=seed, max_side=max_side)  # type: ignore[return-value]
     source = build_source(spec, scale=task.scale)
@@ -283,7 +223,7 @@ def build_eval_set(
             if gt.shape[-1] == 0 or gt.shape[-2] == 0:
                 raise DataError(f"{source.describe(i)} is smaller than the scale {s}")
             if side is not None:
-                gt = _centre_crop(gt, min(gt.shape[-2], side), min(gt.shape[-1], side), align=s)
+                gt = centre_crop(gt, min(gt.shape[-2], side), min(gt.shape[-1], side), align=s)
             lq = task.degrade(gt, torch.Generator().manual_seed(eval_seed(seed, i)))
         items.append(EvalItem(source.image_name(i), lq.contiguous(), gt.contiguous()))
     return EvalSet(name=source.name, items=items)

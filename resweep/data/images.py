@@ -1,4 +1,5 @@
-"""Reading image files into ``(3, H, W)`` float32 tensors in [0, 1], with errors naming the file."""
+"""Reading image files into ``(3, H, W)`` float32 tensors in [0, 1], with errors naming the file,
+and writing them back as PNG."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from PIL import Image, UnidentifiedImageError
 
 from resweep.errors import DataError
 
-__all__ = ["IMAGE_EXTENSIONS", "image_size", "list_images", "read_image", "to_uint8_chw"]
+__all__ = ["IMAGE_EXTENSIONS", "image_size", "list_images", "read_image", "save_png", "to_uint8_chw"]
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 
@@ -112,3 +113,12 @@ def list_images(folder: str | os.PathLike[str]) -> list[Path]:
         exts = ", ".join(sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS))
         raise DataError(f"no image files in {folder} (expected files ending in {exts})")
     return files
+
+
+def save_png(image: torch.Tensor, path: Path) -> None:
+    """8-bit RGB PNG of a (3,H,W) image in [0,1], written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
+    os.replace(tmp, path)

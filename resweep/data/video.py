@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from resweep.data.datasets import _centre_crop, augment_aligned, eval_seed, random_crop_params
+from resweep.data.crops import augment_aligned, centre_crop, eval_seed, random_crop_params
 from resweep.data.video_clips import VideoSource, discover_clips
 from resweep.data.video_demo import demo_video_source
 from resweep.degradations.video_denoise import VideoDenoise, pack_window
@@ -209,7 +209,7 @@ def build_clip_eval_set(
         n = len(clip) if spec.max_frames is None else min(len(clip), spec.max_frames)
         gt = clip.load_frames(list(range(n)))
         if max_side is not None:
-            gt = _centre_crop(gt, min(gt.shape[-2], max_side), min(gt.shape[-1], max_side))
+            gt = centre_crop(gt, min(gt.shape[-2], max_side), min(gt.shape[-1], max_side))
         noisy, sigma = video_task.degrade_clip(gt, torch.Generator().manual_seed(eval_seed(seed, c)))
         names = [clip.frame_name(i) for i in range(n)]
         out.clips.append(EvalClip(clip.name, names, noisy.contiguous(), gt.contiguous(), sigma))

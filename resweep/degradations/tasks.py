@@ -3,8 +3,8 @@
 A :class:`Task` is built from :class:`~resweep.config.TaskConfig` through the ``TASKS``
 registry (keyed by ``TaskConfig.kind``; the registry is the one list of task kinds, and a
 task's ``allowed_scales`` the one statement of which scales it takes). A new task is a
-``Task`` subclass with ``@register_task`` in this module, or elsewhere plus one line in
-``_LAZY_TASKS`` below. Every random draw comes from the
+``Task`` subclass with ``@register_task``, here or in its own module, plus one line in
+``BUILTIN_TASKS`` (:mod:`resweep.name_tables`). Every random draw comes from the
 ``torch.Generator`` the caller passes, on the CPU, and is only then moved to the image's
 device, so the same seed gives the same LQ image on any device and in any process.
 """
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
+from resweep import name_tables
 from resweep.degradations.imresize import bicubic_downsample, bicubic_upsample
 from resweep.registry import Registry
 
 if TYPE_CHECKING:
-    # Annotations only: resweep.config imports the methods package, which may import us.
     from resweep.config import TaskConfig
 
 __all__ = [
@@ -109,20 +109,13 @@ class Task:
         return f"{type(self).__name__}({self.config!r})"
 
 
-TASKS: Registry[type[Task]] = Registry("task")
+# The kinds' names live in resweep.name_tables (the config checks them there); this is that table.
+TASKS: Registry[type[Task]] = name_tables.TASKS
 
 
 def register_task(cls: type[Task]) -> type[Task]:
     TASKS.register(cls.kind)(cls)
     return cls
-
-
-#: tasks defined in other modules: kind -> "module:Class", imported when a config names them
-_LAZY_TASKS: dict[str, str] = {
-    "video_denoise": "resweep.degradations.video_denoise:VideoDenoise",
-}
-for _kind, _target in _LAZY_TASKS.items():
-    TASKS.register_lazy(_kind, _target)
 
 
 @register_task

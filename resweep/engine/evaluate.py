@@ -3,15 +3,14 @@ and NIQE (no reference; slow) on the sets that ask for it."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from resweep.data.images import save_png
 from resweep.engine.amp import bf16_autocast
 from resweep.engine.evaluate_clips import ClipSetEvaluator
 from resweep.metrics import image_metrics
@@ -156,14 +155,3 @@ class Evaluator:
         finally:
             model.train(was_training)
         return result
-
-
-def save_png(image: torch.Tensor, path: Path) -> None:
-    """8-bit RGB PNG of a (3,H,W) image in [0,1], written atomically."""
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    array = (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(np.ascontiguousarray(array)).save(tmp, format="PNG")
-    os.replace(tmp, path)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from resweep.data.images import save_png
 from resweep.degradations.video_denoise import pack_window, window_indices
 from resweep.engine.amp import bf16_autocast
 from resweep.metrics import image_metrics
@@ -74,8 +75,6 @@ class ClipSetEvaluator:
     @torch.no_grad()
     def evaluate(self, model: nn.Module, iteration: int, autocast: bool = False,
                  save_dir: Path | None = None) -> ClipSetResult:
-        from resweep.engine.evaluate import save_png  # evaluate.py imports this module
-
         result = ClipSetResult()
         name = self.clip_set.name
         clip_means, base_means = [], []
@@ -109,8 +108,6 @@ class ClipSetEvaluator:
 
     def save_references(self, image_root: Path) -> None:
         """Clean and noisy frames once (``_gt/<set>/<clip>/``, ``_baseline/<set>/<clip>/``)."""
-        from resweep.engine.evaluate import save_png
-
         for clip in self.clip_set.clips:
             for t, frame in enumerate(clip.frame_names):
                 for folder, image in (("_gt", clip.gt[t]), ("_baseline", clip.noisy[t])):

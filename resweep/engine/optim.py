@@ -7,11 +7,13 @@ import math
 import torch
 from torch import nn
 
+from resweep import name_tables
 from resweep.config import OptimConfig, ScheduleConfig
 from resweep.registry import Registry
 
-#: name -> builder(params, cfg); the one list of optimiser names (OptimConfig.name checks it)
-OPTIMIZERS: Registry = Registry("optimiser")
+#: name -> builder(params, cfg): the table in resweep.name_tables (OptimConfig.name checks
+#: it there; a new optimiser is a builder here plus one line in BUILTIN_OPTIMIZERS)
+OPTIMIZERS: Registry = name_tables.OPTIMIZERS
 
 
 @OPTIMIZERS.register("adam")

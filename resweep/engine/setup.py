@@ -14,7 +14,7 @@ from torch import nn
 from resweep.config import ExperimentConfig
 from resweep.data import build_eval_set
 from resweep.degradations.tasks import Task, build_task
-from resweep.engine.checkpoint import load_model_weights
+from resweep.engine.checkpoint import WEIGHTS_FILE, load_model_weights
 from resweep.engine.evaluate import Evaluator
 from resweep.engine.finetune import apply_finetune_setup, load_initial_weights
 from resweep.errors import ConfigError
@@ -81,8 +81,6 @@ def set_up_model(
     new_parameters: list[str] = []
     init_path = config.model.init_from
     if isinstance(init_path, dict):
-        from resweep.stages.train import WEIGHTS_FILE
-
         init_path = artifacts["model.init_from"] / WEIGHTS_FILE
     if init_path is not None:
         new_parameters = load_initial_weights(

@@ -7,10 +7,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from resweep import name_tables
 from resweep.registry import Registry
 
 PixelLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-PIXEL_LOSSES: Registry[PixelLoss] = Registry("pixel loss")
+#: the table in resweep.name_tables (LossConfig.pixel checks it there; a new loss is a
+#: function here plus one line in BUILTIN_PIXEL_LOSSES)
+PIXEL_LOSSES: Registry[PixelLoss] = name_tables.PIXEL_LOSSES
 
 
 @PIXEL_LOSSES.register("l1")

@@ -5,37 +5,27 @@ it can be, and the stages it needs through ``MethodConfig.stages``) plus a ``Met
 subclass whose hooks the engine calls (:mod:`resweep.methods.base`). Nothing here knows of
 Ray; nothing outside a method's file knows what the method does.
 
-Adding a method: write its file, then add ONE line to ``BUILTIN_METHODS`` below (name ->
-config class, method class, as ``"module:attr"``). Nothing is imported until a config names
-the method, as with models, so ``import resweep.config`` does not import torch.
+Adding a method: write its file, then add ONE line to ``BUILTIN_METHODS`` in
+:mod:`resweep.name_tables` (name -> config class, method class, as ``"module:attr"``). Nothing
+is imported until a config names the method, as with models, so ``import resweep.config``
+does not import torch.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from resweep.methods.method_config import MethodConfig
+from resweep import name_tables
+from resweep.config_methods import MethodConfig
+from resweep.name_tables import BUILTIN_METHODS
 from resweep.registry import Registry
 
 if TYPE_CHECKING:
     from resweep.methods.base import Method, MethodContext
 
-#: name -> (config class, Method class), imported on first use.
-BUILTIN_METHODS: dict[str, tuple[str, str]] = {
-    "spn": ("resweep.methods.spn:SPNConfig", "resweep.methods.spn:SPN"),
-    "eco": ("resweep.methods.eco_config:ECOConfig", "resweep.methods.eco:ECO"),
-    "mae_loss": ("resweep.methods.mae_loss:MaeLossConfig", "resweep.methods.mae_loss:MaeLoss"),
-    "perceptual": ("resweep.methods.perceptual:PerceptualConfig", "resweep.methods.perceptual:Perceptual"),
-    "rcl": ("resweep.methods.rcl:RCLConfig", "resweep.methods.rcl:RCL"),
-    "noise2noise": ("resweep.methods.noise2noise:Noise2NoiseConfig", "resweep.methods.noise2noise:Noise2Noise"),
-    "noise2self": ("resweep.methods.noise2self:Noise2SelfConfig", "resweep.methods.noise2self:Noise2Self"),
-}
-
-METHODS: Registry[type[Method]] = Registry("method")
-METHOD_CONFIGS: Registry[type[MethodConfig]] = Registry("method")
-for _name, (_config, _method) in BUILTIN_METHODS.items():
-    METHOD_CONFIGS.register_lazy(_name, _config)
-    METHODS.register_lazy(_name, _method)
+# The tables live beneath the config (resweep.name_tables), which checks names there.
+METHODS: Registry[type[Method]] = name_tables.METHODS
+METHOD_CONFIGS: Registry[type[MethodConfig]] = name_tables.METHOD_CONFIGS
 
 
 def register_method(cls: type[Method]) -> type[Method]:

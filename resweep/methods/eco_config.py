@@ -13,7 +13,7 @@ from resweep.methods.method_config import MethodConfig
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
-    from resweep.stages import StageDefinition
+    from resweep.config_stages import StageDefinition
 
 CentroidDtype = Literal["uint8", "float16", "float32"]
 
@@ -150,18 +150,21 @@ class ECOConfig(MethodConfig):
     def stages(self, experiment: ExperimentConfig) -> dict[str, StageDefinition]:
         """The centroids ŷc of the training set (which depend on the teacher: a ``train``
         stage when the teacher is trained from a config)."""
-        from resweep.stages.eco_centroids import EcoCentroidsStage
+        from resweep.config_stages import (
+            parse_stage,  # the kind's class, by name: stages sit above methods
+        )
 
         task = experiment.task
         return {
-            "centroids": EcoCentroidsStage(
+            "centroids": parse_stage(dict(
+                kind="eco_centroids",
                 teacher=self.teacher.model_dump(mode="json", exclude_defaults=False),
                 task=task.model_dump(mode="json"),
                 data=experiment.data.train.model_dump(mode="json"),
                 teacher_input=self.teacher_input,
                 centroid_dtype=self.centroid_dtype,
                 clean_lr=task.kind == "realworld_sr" and task.noise_sigma > 0,
-            )
+            ), field="methods.eco.centroids")
         }
 
 

@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from resweep.engine.checkpoint import CHECKPOINT_FILE, load_checkpoint, load_model_weights
 from resweep.errors import ConfigError, ResweepError
+from resweep.file_names import CHECKPOINT_FILE, CONFIG_FILE, WEIGHTS_FILE
+from resweep.models.weights import load_checkpoint, load_model_weights
 
 
 @dataclass
@@ -150,7 +151,6 @@ def teacher_from_weights(
 def teacher_from_artifact(folder: Path, *, field: str) -> ResolvedTeacher:
     """A ``train`` stage's artifact (``weights.pt`` + ``config.yaml``)."""
     from resweep.config import load_config
-    from resweep.stages.train import CONFIG_FILE, WEIGHTS_FILE
 
     config = load_config(Path(folder) / CONFIG_FILE)
     try:

@@ -1,53 +1,7 @@
-"""The base of every method's knobs; torch-free so that configs validate without importing torch."""
+"""The base of every method's knobs. It lives in the config layer (:mod:`resweep.config_methods`,
+torch-free, so that configs validate without importing a method); this name stays for the
+methods' files."""
 
-from __future__ import annotations
+from resweep.config_methods import MethodConfig, PretrainKnobs
 
-from typing import TYPE_CHECKING, Any
-
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-if TYPE_CHECKING:
-    from resweep.config import DatasetSpec, ExperimentConfig
-    from resweep.stages import StageDefinition
-
-
-class MethodConfig(BaseModel):
-    """Knobs of one method. ``enabled: false`` keeps the settings but switches it off."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    enabled: bool = True
-
-    def check_experiment(self, experiment: ExperimentConfig) -> None:
-        """Refuse knobs that do not fit the rest of the run (e.g. a loss made for another task
-        kind): raise ``ValueError`` naming the knob. Called for enabled methods whenever an
-        experiment config is validated, so a bad combination fails at config time."""
-
-    def stages(self, experiment: ExperimentConfig) -> dict[str, StageDefinition]:
-        """Artifacts this method needs made before training (role -> definition); see
-        :mod:`resweep.stages`. The run reads each one from ``MethodContext.artifact_dir(role)``."""
-        return {}
-
-
-class PretrainKnobs(BaseModel):
-    """Base of a method's pretraining knobs (an encoder made as a stage): the data it pretrains on."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    data: dict[str, Any] | None = Field(
-        None, description="a dataset spec to pretrain on (default: the task's training set; a "
-        "stand-in encoder: its own out-of-task default)"
-    )
-
-    @field_validator("data")
-    @classmethod
-    def _check_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # resweep.config imports the methods package: import it here, not at module level
-        if value is None:
-            return None
-        from resweep.config import DatasetSpec
-
-        return DatasetSpec.model_validate(value).model_dump(mode="json", exclude_defaults=True)
-
-    def dataset(self, default: DatasetSpec) -> DatasetSpec:
-        from resweep.config import DatasetSpec
-
-        return default if self.data is None else DatasetSpec.model_validate(self.data)
+__all__ = ["MethodConfig", "PretrainKnobs"]

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from resweep.engine.sampler import batch_keys
+from resweep.data.sampler import batch_keys
 from resweep.errors import ConfigError
 from resweep.losses.distribution_distances import (
     DistanceName,

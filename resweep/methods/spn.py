@@ -216,7 +216,7 @@ class SPN(Method):
         }
         pretrained = None
         if config.negative_kind == "pretrained_fixed":
-            from resweep.engine.checkpoint import load_model_weights
+            from resweep.models.weights import load_model_weights
 
             assert config.pretrained_negative is not None
             try:

@@ -3,12 +3,16 @@
 Every model maps ``(B, C, h, w)`` images in [0, 1] to ``(B, C, h * scale, w * scale)`` (not
 clamped), accepts any ``h, w``, and exposes ``scale``, ``arch_name`` and ``last_layer`` (the
 final ``nn.Conv2d``, the layer proxy evaluation replaces).
+
+Adding a model: its family's file with ``@register_model(name, **size_defaults)``, plus one line
+per name in ``BUILTIN_MODELS`` (:mod:`resweep.name_tables`), which lists the names without
+importing an architecture (swinir pulls in timm): a module is imported when a model of it is
+built or described.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
 from typing import Any
 
 from torch import nn
@@ -26,15 +30,6 @@ __all__ = [
     "register_model",
 ]
 
-# Imported on first use so `import resweep.models` stays cheap (swinir pulls in timm).
-_ARCH_MODULES = ("edsr", "rcan", "swinir", "dncnn", "unet", "residual_sr", "fastdvdnet")
-
-
-def _register_builtin_models() -> None:
-    for module in _ARCH_MODULES:
-        importlib.import_module(f"{__name__}.{module}")
-
-
 def create_model(name: str, scale: int = 1, in_channels: int = 3, **kwargs: Any) -> nn.Module:
     """Builds the registered model ``name``.
 
@@ -42,7 +37,6 @@ def create_model(name: str, scale: int = 1, in_channels: int = 3, **kwargs: Any)
     an argument the architecture does not take raises :class:`ModelArgumentError` (a
     ``ConfigError`` and ``TypeError``), an unknown name ``RegistryError`` with close matches.
     """
-    _register_builtin_models()
     spec = MODELS.get(name)
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise ConfigError(f"model '{name}': scale must be a positive integer, got {scale!r}")
@@ -64,14 +58,12 @@ def create_model(name: str, scale: int = 1, in_channels: int = 3, **kwargs: Any)
 
 def list_models(pattern: str | None = None) -> list[str]:
     """Sorted registered names, optionally filtered by a shell pattern (``"*_tiny"``)."""
-    _register_builtin_models()
     names = MODELS.names()
     return [n for n in names if fnmatch.fnmatchcase(n, pattern)] if pattern else names
 
 
 def model_info(name: str) -> dict[str, Any]:
     """What a config may say about ``name`` without building it."""
-    _register_builtin_models()
     spec = MODELS.get(name)
     doc = (spec.factory.__doc__ or "").strip().splitlines()
     return {

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from resweep import name_tables
 from resweep.errors import ConfigError
 from resweep.registry import Registry
 
@@ -67,7 +68,9 @@ class ModelSpec:
         return self.factory(scale=scale, in_channels=in_channels, **kwargs)
 
 
-MODELS: Registry[ModelSpec] = Registry("model")
+#: the table in resweep.name_tables, where the config checks model names without importing
+#: an architecture; a built-in model's module fills in its ``ModelSpec`` when imported
+MODELS: Registry[ModelSpec] = name_tables.MODELS
 
 
 def register_model(name: str, **defaults: Any) -> Callable[[F], F]:

@@ -18,7 +18,7 @@ Contract of this layer:
   the key. An unresolved ``trial`` has no key (an error). A fixed seed is one artifact for all.
 * Built-in kinds: ``train`` (a full ExperimentConfig trained by the engine -> ``weights.pt``
   + ``metrics.json``) and ``eco_centroids``. A new kind is one module plus one line in
-  ``BUILTIN_STAGES`` (:mod:`resweep.stages.base`).
+  ``BUILTIN_STAGES`` (:mod:`resweep.name_tables`).
 * Who declares stages: a method through ``MethodConfig.stages(experiment)`` (role ->
   definition), a model through ``model.init_from: {kind: ..., ...}``. At run time a method
   reads ``MethodContext.artifact_dir(role)``.

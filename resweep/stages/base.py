@@ -1,4 +1,9 @@
-"""Stage definitions, the registry of stage kinds, and artifact keys (torch-free, Ray-free)."""
+"""The registry of stage kinds, what a producer gets, and artifact keys (torch-free, Ray-free).
+
+``StageDefinition`` and ``parse_stage`` live in the config layer (:mod:`resweep.config_stages`,
+so that a config parses a stage without importing this package) and are re-exported here;
+the kinds' names in :mod:`resweep.name_tables` (``BUILTIN_STAGES``).
+"""
 
 from __future__ import annotations
 
@@ -7,69 +12,29 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from resweep.errors import RegistryError, ResweepError
+from resweep.config_stages import StageDefinition, parse_stage
+from resweep.errors import ResweepError
+from resweep.name_tables import BUILTIN_STAGES
+from resweep.name_tables import STAGES as _STAGES
 from resweep.registry import Registry
 
 if TYPE_CHECKING:
     import torch
 
-#: a stage's ``seed: trial``: the seed of the trial (run) that reads the artifact
-TRIAL_SEED = "trial"
-
-#: kind -> "module:producer" of the built-in kinds, imported when a config names the kind.
-#: Adding a kind: write resweep/stages/<kind>.py with ``@register_stage("<kind>", Definition)``
-#: on its producer, then add ONE line here.
-BUILTIN_STAGES: dict[str, str] = {
-    "train": "resweep.stages.train:produce_train",
-    "eco_centroids": "resweep.stages.eco_centroids:produce_eco_centroids",
-    "mae_pretrain": "resweep.stages.mae_pretrain:produce_mae_pretrain",
-    "mae_video_pretrain": "resweep.stages.mae_video_pretrain:produce_mae_video_pretrain",
-}
-
-
-class StageDefinition(BaseModel):
-    """What defines an artifact. Each kind subclasses it with its own fields.
-
-    Strict (unknown keys are errors) and YAML round-trippable. ``code_version`` is bumped by
-    a kind when its producer's output changes for the same definition: it is part of the key.
-    """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-    kind: str
-    code_version: ClassVar[int] = 1
-
-    def dependencies(self) -> dict[str, StageDefinition]:
-        """Stages this one reads (role -> definition), made first; see ``StageContext.artifact_dir``."""
-        return {}
-
-    def identity(self) -> dict[str, Any]:
-        """What the key needs beyond the definition: identity of the data or files it names
-        (file names, sizes, mtimes, content hashes). Computed on the driver only."""
-        return {}
-
-    def key_definition(self) -> dict[str, Any]:
-        """The part of the definition that changes the artifact (default: all of it)."""
-        return self.model_dump(mode="json")
-
-    # ------------------------------------------------------------------ seeds
-    # A kind with a ``seed`` field may take ``seed: trial``: one artifact per trial seed (the
-    # stage's own variance enters the study's seed spread), instead of one fixed seed shared by
-    # every trial. ``ExperimentConfig.stages()`` resolves it with the run's ``train.seed``, so
-    # the resolved seed is part of the definition, hence of the key: each seed's artifact is
-    # made once and read only by the trials of that seed.
-    @property
-    def seed_is_trial(self) -> bool:
-        return getattr(self, "seed", None) == TRIAL_SEED
-
-    def with_trial_seed(self, seed: int) -> StageDefinition:
-        """This definition with ``seed: trial`` replaced by ``seed`` (itself when it has a fixed seed)."""
-        if not self.seed_is_trial:
-            return self
-        return self.model_copy(update={"seed": int(seed)})
+__all__ = [
+    "BUILTIN_STAGES",
+    "STAGES",
+    "StageContext",
+    "StageDefinition",
+    "StageKind",
+    "definition_digest",
+    "parse_stage",
+    "register_stage",
+    "stage_key",
+    "stage_kind",
+]
 
 
 @dataclass
@@ -102,9 +67,8 @@ class StageKind:
     produce: Producer
 
 
-STAGES: Registry[StageKind] = Registry("stage kind")
-for _kind, _target in BUILTIN_STAGES.items():
-    STAGES.register_lazy(_kind, _target)
+# The kinds' names live in resweep.name_tables (the config checks them there); this is that table.
+STAGES: Registry[StageKind] = _STAGES
 
 
 def register_stage(kind: str, definition_class: type[StageDefinition]) -> Callable[[Producer], Producer]:
@@ -124,26 +88,6 @@ def register_stage(kind: str, definition_class: type[StageDefinition]) -> Callab
 def stage_kind(kind: str) -> StageKind:
     """The registered kind (its module is imported on first use)."""
     return STAGES.get(kind)
-
-
-def parse_stage(data: Any, *, field: str = "stage") -> StageDefinition:
-    """A stage definition from a mapping with a ``kind`` (or a definition already)."""
-    if isinstance(data, StageDefinition):
-        return data
-    if not isinstance(data, dict) or "kind" not in data:
-        raise ValueError(f"{field}: a stage definition is a mapping with a 'kind' ({', '.join(STAGES.names())})")
-    try:
-        entry = stage_kind(str(data["kind"]))
-    except RegistryError as exc:
-        raise ValueError(f"{field}.kind: {exc}") from None
-    try:
-        return entry.definition_class.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{field}.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        raise ValueError(problems) from None
 
 
 def _sha256_json(data: Any) -> str:

@@ -17,14 +17,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, field_validator
 
+from resweep.file_names import CONFIG_FILE, METRICS_FILE, WEIGHTS_FILE
 from resweep.stages.base import StageContext, StageDefinition, register_stage
 
 if TYPE_CHECKING:
     from resweep.methods.diagnostics import Diagnostic
 
-WEIGHTS_FILE = "weights.pt"
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "config.yaml"
 DIAGNOSTICS_DIR = "diagnostics"
 
 # Keys that do not change the trained weights: renaming or re-logging a run reuses its artifact.

@@ -1,0 +1,58 @@
+"""The base of every method's knobs (``methods.<name>``): ``MethodConfig``, and
+``PretrainKnobs`` for a method that pretrains an encoder as a stage. Torch-free and in the
+config layer, so that ``ExperimentConfig`` holds and validates them without importing a method
+(the subclasses are found by name in :mod:`resweep.name_tables`). Also importable from
+``resweep.methods.method_config``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from resweep.config_sections import DatasetSpec
+
+if TYPE_CHECKING:
+    from resweep.config import ExperimentConfig
+    from resweep.config_stages import StageDefinition
+
+__all__ = ["MethodConfig", "PretrainKnobs"]
+
+
+class MethodConfig(BaseModel):
+    """Knobs of one method. ``enabled: false`` keeps the settings but switches it off."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    enabled: bool = True
+
+    def check_experiment(self, experiment: ExperimentConfig) -> None:
+        """Refuse knobs that do not fit the rest of the run (e.g. a loss made for another task
+        kind): raise ``ValueError`` naming the knob. Called for enabled methods whenever an
+        experiment config is validated, so a bad combination fails at config time."""
+
+    def stages(self, experiment: ExperimentConfig) -> dict[str, StageDefinition]:
+        """Artifacts this method needs made before training (role -> definition, built with
+        ``parse_stage({"kind": ..., ...})``); see :mod:`resweep.stages`. The run reads each
+        one from ``MethodContext.artifact_dir(role)``."""
+        return {}
+
+
+class PretrainKnobs(BaseModel):
+    """Base of a method's pretraining knobs (an encoder made as a stage): the data it pretrains on."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    data: dict[str, Any] | None = Field(
+        None, description="a dataset spec to pretrain on (default: the task's training set; a "
+        "stand-in encoder: its own out-of-task default)"
+    )
+
+    @field_validator("data")
+    @classmethod
+    def _check_data(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        return DatasetSpec.model_validate(value).model_dump(mode="json", exclude_defaults=True)
+
+    def dataset(self, default: DatasetSpec) -> DatasetSpec:
+        return default if self.data is None else DatasetSpec.model_validate(self.data)
