@@ -126,7 +126,6 @@ def test_perceptual_vgg_is_fp32_under_autocast(tmp_path, vgg_file):
         fp, fy = _vgg64(pred64, head), _vgg64(seen["batch"]["gt"].double(), head)
         reference = sum(w * (fp[k] - fy[k].detach()).abs().mean() for k, w in (("relu1_2", 0.4), ("relu2_2", 0.6)))
         errors[precision] = _errors(seen, "perceptual", reference, pred64)
-    print(errors)
     _assert_fp32_matches_and_bf16_does_not(errors)
 
 
@@ -170,7 +169,6 @@ def test_mae_encoder_is_fp32_under_autocast(tmp_path):
             target = _timm_tokens64(method.encoder, seen["batch"]["gt"].double())
         reference = (_timm_tokens64(method.encoder, pred64) - target).abs().mean()
         errors[precision] = _errors(seen, "mae", reference, pred64)
-    print(errors)
     _assert_fp32_matches_and_bf16_does_not(errors)
 
 
@@ -182,6 +180,7 @@ def test_rcl_bhattacharyya_and_encoder_are_fp32_under_autocast(tmp_path, vgg_fil
     path, head = vgg_file
     errors: dict[str, tuple[float, float]] = {}
     consistency: dict[str, float] = {}
+    matrices: dict[str, float] = {}
     for precision in ("fp32", "bf16"):
         knobs = {"distance": "bhattacharyya", "crop_size": 8, "crop_overlap": 0.5,
                  "encoder": "vgg16", "encoder_layer": "relu2_2", "encoder_weights": str(path),
@@ -194,8 +193,8 @@ def test_rcl_bhattacharyya_and_encoder_are_fp32_under_autocast(tmp_path, vgg_fil
         distance, loss_terms = rcl.distance, rcl.loss_terms
 
         def record_crops(a: torch.Tensor, b: torch.Tensor, distance=distance, seen=seen) -> torch.Tensor:
-            seen["crops"] = [a, b]
-            return distance(a, b)
+            seen["crops"], seen["matrix"] = [a, b], distance(a, b)
+            return seen["matrix"]
 
         def record_terms(prediction, batch, iteration, loss_terms=loss_terms, seen=seen):
             terms = loss_terms(prediction, batch, iteration)
@@ -217,11 +216,13 @@ def test_rcl_bhattacharyya_and_encoder_are_fp32_under_autocast(tmp_path, vgg_fil
             abs(float(seen["terms"]["rcl_contrast"]) - reference.item()) / abs(reference.item()),
             ((grads - grads64).norm() / grads64.norm()).item(),
         )
+        matrices[precision] = ((seen["matrix"].detach().double() - matrix).norm() / matrix.norm()).item()
         phi = {k: _vgg64(x, head)["relu2_2"] for k, x in (("pred", seen["prediction"].double()), ("lq", lq.double()))}
         want = ((phi["pred"] - phi["lq"]) ** 2).mean().item()
         consistency[precision] = abs(float(seen["terms"]["rcl_consistency"]) - want) / want
-    print(errors, consistency)
     _assert_fp32_matches_and_bf16_does_not(errors)
+    # −log(overlap) near 0 magnifies even fp32 rounding of the overlap (~1e-5 here)
+    assert matrices["fp32"] < 1e-4 and matrices["bf16"] > 10 * matrices["fp32"], matrices
     assert consistency["fp32"] < 1e-5 and consistency["bf16"] > 10 * consistency["fp32"], consistency
 
 
@@ -267,7 +268,6 @@ def test_spn_prediction_and_feature_path_are_fp32_under_autocast(tmp_path, vgg_f
             negatives64 = [copy.deepcopy(n).double()(batch["lq"].double()) for n in spn.negatives]
         reference = -spn.cfg.weight * _spn_distance64(pred64, negatives64, head)
         errors[precision] = _errors(seen, "spn", reference, pred64)
-    print(errors)
     _assert_fp32_matches_and_bf16_does_not(errors)
 
 
@@ -281,3 +281,11 @@ def test_old_feature_precision_key_still_loads_as_loss_precision():
     config = ExperimentConfig.from_dict(tiny_config_dict(**{"methods.spn": {"feature_precision": "bf16"}}))
     assert config.methods["spn"].loss_precision == "bf16"
     assert "feature_precision" not in config.to_dict()["methods"]["spn"]
+
+
+def test_every_method_defaults_to_fp32_loss_terms():
+    """One knob in the method base: no method's config turns bf16 on by default."""
+    from resweep.methods import METHOD_CONFIGS
+
+    for name in METHOD_CONFIGS.names():
+        assert METHOD_CONFIGS.get(name).model_fields["loss_precision"].default == "fp32", name
