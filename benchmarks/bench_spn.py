@@ -7,8 +7,10 @@ plus SPN's ``after_step``): vanilla L1; SPN with K = 1, 2, 4 as implemented (φ(
 the negatives' features as ``negative_features`` defaults to: one no-grad VGG pass per
 negative); SPN K=4 with the other choice (one VGG pass over the K negatives concatenated);
 and SPN computed the authors' way (φ(ŷ) recomputed for every negative) for the same K values;
-SPN K=max with the feature path (negatives' forward and VGG) in bf16 autocast
-(``feature_precision: bf16``) beside the default fp32 one.
+SPN K=max with the forward and the feature path (negatives' forward and VGG) in bf16 autocast
+(``loss_precision: bf16``) beside the default fp32 one. Precision as the engine sets it: on CUDA
+the vanilla forward runs in bf16 (``train.amp``), SPN's in fp32 (``needs_fp32_forward``) unless
+it opts into bf16; on CPU only the bf16 variant's feature path runs under (CPU) bf16 autocast.
 
 Feature scale: on one batch (the model's prediction and its K negatives), the mean L1 feature
 distance per layer and the weighted SPN distance with taps before and after the ReLU (the
@@ -42,6 +44,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
 from resweep.config import ExperimentConfig  # noqa: E402
+from resweep.engine.amp import bf16_autocast, loss_autocast  # noqa: E402
 from resweep.methods import MethodContext, World  # noqa: E402
 from resweep.methods.spn import SPN, SPNConfig  # noqa: E402
 from resweep.models import create_model  # noqa: E402
@@ -88,7 +91,7 @@ class Variant:
             if mode == "batched":
                 cfg.negative_features = "batched"
             if mode == "bf16":
-                cfg.feature_precision = "bf16"
+                cfg.loss_precision = "bf16"
             context = MethodContext(
                 config=exp,
                 model=self.model,
@@ -118,12 +121,14 @@ class Variant:
         lq = self.batch["lq"]
         if self.cuda:
             lq = lq.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
+        fp32_forward = self.spn is not None and self.spn.needs_fp32_forward
+        with bf16_autocast(self.device.type, self.cuda and not fp32_forward):
             prediction = self.model(lq)
         prediction = prediction.float()
         total = F.l1_loss(prediction, self.batch["gt"])
         if self.spn is not None:
-            with self.autocast():
+            amp = self.cuda or self.mode == "bf16"  # CPU: bf16 autocast for the bf16 variant only
+            with loss_autocast(self.device.type, amp, self.spn.cfg.loss_precision):
                 if self.mode == "authors":
                     negs = self.spn.negative_outputs(lq)
                     total = total - self.spn.cfg.weight * authors_distance(self.spn, prediction, negs)
@@ -298,7 +303,7 @@ def main() -> None:
     )
     t_16 = by_label[f"SPN K={kmax} bf16 feature path"].cost()
     print(
-        f"\nK={kmax} feature path precision: fp32 (default) {t_p * 1e3:.0f} ms/step, bf16 autocast "
+        f"\nK={kmax} precision of SPN's forward and feature path: fp32 (default) {t_p * 1e3:.0f} ms/step, bf16 autocast "
         f"{t_16 * 1e3:.0f} ms/step (bf16 / fp32 = {t_16 / t_p:.2f})"
     )
     feature_scale(by_label[f"SPN K={kmax}"], args)

@@ -7,7 +7,7 @@ config layer, so that ``ExperimentConfig`` holds and validates them without impo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -17,7 +17,10 @@ if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
     from resweep.config_stages import StageDefinition
 
-__all__ = ["MethodConfig", "PretrainKnobs"]
+__all__ = ["LossPrecision", "MethodConfig", "PretrainKnobs"]
+
+#: the precision of a method's loss networks and distances (see ``MethodConfig.loss_precision``)
+LossPrecision = Literal["fp32", "bf16"]
 
 
 class MethodConfig(BaseModel):
@@ -25,6 +28,13 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     enabled: bool = True
+    loss_precision: LossPrecision = Field(
+        "fp32",
+        description="precision of this method's loss terms (its loss networks, e.g. VGG or MAE "
+        "encoders, and its distances): fp32 even under train.amp (default), or bf16 autocast "
+        "when train.amp is on (faster on GPU; feature distances near 0 then carry rounding "
+        "noise of ~0.4% of the features)",
+    )
 
     def check_experiment(self, experiment: ExperimentConfig) -> None:
         """Refuse knobs that do not fit the rest of the run (e.g. a loss made for another task

@@ -266,7 +266,12 @@ class TrainConfig(StrictModel):
         None, gt=0, lt=1, description="EMA of weights used for evaluation (e.g. 0.999)"
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on CPU")
+    amp: bool = Field(
+        True,
+        description="bf16 autocast of the model's forward on CUDA (methods' loss networks and "
+        "distances stay fp32 unless a method sets loss_precision: bf16; SPN keeps its forward "
+        "fp32 too); ignored on CPU",
+    )
     channels_last: bool = Field(True, description="channels-last memory format on CUDA")
     divergence: DivergenceConfig = Field(default_factory=DivergenceConfig)
     skip_loss_spike: float | None = Field(

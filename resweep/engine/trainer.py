@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from resweep.config import ExperimentConfig
 from resweep.data import build_train_dataset
 from resweep.degradations.tasks import build_task
-from resweep.engine.amp import bf16_autocast
+from resweep.engine.amp import bf16_autocast, loss_autocast
 from resweep.engine.divergence import (
     RULE_EVAL_NONFINITE,
     RULE_EVAL_PSNR,
@@ -133,6 +133,9 @@ class Trainer:
         for method in self.methods.values():
             method.to(self.device)
         self.replaces_pixel_loss = any(m.replaces_pixel_loss for m in self.methods.values())
+        self.fp32_forward = sorted(n for n, m in self.methods.items() if m.needs_fp32_forward)
+        if self.autocast and self.fp32_forward:
+            self.log(f"train.amp: the forward runs in fp32, as {', '.join(self.fp32_forward)} needs")
         self.pixel_loss = get_pixel_loss(config.loss.pixel)
 
         self.optimizer = build_optimizer(model, config.optim)
@@ -229,14 +232,15 @@ class Trainer:
         lq = batch["lq"]
         if self.use_cuda and self.cfg.train.channels_last:
             lq = lq.contiguous(memory_format=torch.channels_last)
-        with bf16_autocast("cuda", self.autocast):
+        device = self.device.type  # self.autocast is False on CPU, except where a test sets it
+        with bf16_autocast(device, self.autocast and not self.fp32_forward):
             prediction = self.train_model(lq)
         prediction = prediction.float()
         terms: dict[str, torch.Tensor] = {}
         if not self.replaces_pixel_loss:
             terms["pixel"] = self.cfg.loss.pixel_weight * self.pixel_loss(prediction, batch["gt"])
-        for method in self.methods.values():
-            with bf16_autocast("cuda", self.autocast):
+        for method in self.methods.values():  # loss networks and distances in fp32 (engine.amp)
+            with loss_autocast(device, self.autocast, method.config.loss_precision):
                 terms.update(method.loss_terms(prediction, batch, it))
         total = sum(t.float() for t in terms.values())
         assert isinstance(total, torch.Tensor)

@@ -80,6 +80,13 @@ class Method(nn.Module):
         super().__init__()
         self.config = config
 
+    @property
+    def needs_fp32_forward(self) -> bool:
+        """True when the model's forward must run in fp32 even under ``train.amp`` (the engine
+        then leaves autocast off for the whole step): for a loss that compares ŷ with
+        something within a bf16 rounding step of it, as SPN's late hard negatives are."""
+        return False
+
     def wrap_train_dataset(self, dataset: Any) -> Any:
         """Return the training dataset to use (e.g. one that also yields precomputed targets)."""
         return dataset
@@ -91,7 +98,11 @@ class Method(nn.Module):
     def loss_terms(
         self, prediction: torch.Tensor, batch: dict[str, torch.Tensor], iteration: int
     ) -> dict[str, torch.Tensor]:
-        """Extra loss terms, already weighted and signed; the engine adds them to the total."""
+        """Extra loss terms, already weighted and signed; the engine adds them to the total.
+
+        The engine calls this with the fp32 prediction and autocast off, so loss networks and
+        distances run in fp32, unless the method's config sets ``loss_precision: bf16`` (then
+        under the run's bf16 autocast when ``train.amp`` is on): see :mod:`resweep.engine.amp`."""
         return {}
 
     @torch.no_grad()

@@ -2,6 +2,6 @@
 torch-free, so that configs validate without importing a method); this name stays for the
 methods' files."""
 
-from resweep.config_methods import MethodConfig, PretrainKnobs
+from resweep.config_methods import LossPrecision, MethodConfig, PretrainKnobs
 
-__all__ = ["MethodConfig", "PretrainKnobs"]
+__all__ = ["LossPrecision", "MethodConfig", "PretrainKnobs"]

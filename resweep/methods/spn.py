@@ -9,9 +9,10 @@ pushes the prediction away from them:
 ``mean`` is the L1 mean over all elements of a layer's feature map (``torch.nn.L1Loss``), as in
 the authors' code; λ = 1e-4 is calibrated for that normalisation (a sum would be ~1e6 larger).
 ``φ_l`` is the output of the named torchvision module (``relu1_2`` after its ReLU), as the
-authors' extractor stores it; the negatives' forward and ``φ`` run in fp32 even under the
-engine's bf16 autocast (``feature_precision``), since late hard negatives differ from ŷ by
-about one bf16 step.
+authors' extractor stores it. Late hard negatives differ from ŷ by about one bf16 step, so
+under ``train.amp`` the whole path stays fp32: the engine runs the model's forward in fp32 for
+SPN (``needs_fp32_forward``) and, as for every method, the loss terms (the negatives' forward
+and ``φ``) with autocast off; ``loss_precision: bf16`` opts both into bf16 autocast.
 
 Negative kinds: ``ema`` (default; initialised as ``s·θ_random + (1−s)·θ`` and refreshed every
 ``T_k`` steps by ``θ'k ← β_k·θ'k + (1−β_k)·θ``), ``random_fixed`` (a freshly initialised model,
@@ -22,13 +23,12 @@ device and land in checkpoints: a resumed run continues with exactly the same ne
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from resweep.errors import ResweepError
@@ -79,13 +79,6 @@ class SPNConfig(MethodConfig):
         description="reluX_Y layers give the pre-activation (conv output) instead of the ReLU "
         "output; the authors' code takes the ReLU output (false)",
     )
-    # Late in training hard negatives differ from ŷ by about one bf16 step, so under the
-    # engine's bf16 autocast the distance would be mostly rounding (tests/test_fidelity.py).
-    feature_precision: Literal["fp32", "bf16"] = Field(
-        "fp32",
-        description="precision of the negatives' forward and the VGG features of ŷ and the "
-        "negatives: fp32 even under train.amp (default), or bf16 autocast (faster on GPU)",
-    )
     feature_normalize: Literal["imagenet", "none"] = "imagenet"
     feature_weights: Path | None = Field(
         None, description="VGG weights file (default: $RESWEEP_VGG_WEIGHTS, else the torch hub cache)"
@@ -102,6 +95,20 @@ class SPNConfig(MethodConfig):
         "per_negative",
         description="one no-grad VGG pass per negative, or one pass over all K concatenated",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_feature_precision(cls, data: object) -> object:
+        # feature_precision became every method's loss_precision; configs stored before still load
+        if isinstance(data, dict) and "feature_precision" in data:
+            data = dict(data)
+            old = data.pop("feature_precision")
+            if data.setdefault("loss_precision", old) != old:
+                raise ValueError(
+                    f"feature_precision ({old!r}) is the old name of loss_precision "
+                    f"({data['loss_precision']!r}); give only loss_precision"
+                )
+        return data
 
     @field_validator("negative_step_set")
     @classmethod
@@ -299,16 +306,13 @@ class SPN(Method):
                 self.features.to(memory_format=torch.channels_last)
         self._formatted = True
 
-    def _precision(self, device: torch.device) -> contextlib.AbstractContextManager:
-        """The feature path's own autocast state, whatever the engine's is."""
-        if self.cfg.feature_precision == "bf16":
-            return torch.autocast(device.type, dtype=torch.bfloat16)
-        return torch.autocast(device.type, enabled=False)
+    @property
+    def needs_fp32_forward(self) -> bool:
+        # ŷ in bf16 would put the distance to late hard negatives at the rounding level
+        return self.active and self.cfg.loss_precision == "fp32"
 
     def negative_outputs(self, lq: torch.Tensor) -> list[torch.Tensor]:
-        with torch.no_grad(), self._precision(lq.device):
-            if self.cfg.feature_precision == "fp32":
-                lq = lq.float()
+        with torch.no_grad():
             return [negative(lq) for negative in self.negatives]
 
     def weighted_distance(
@@ -317,16 +321,6 @@ class SPN(Method):
         """(1/K) Σ_k Σ_l w_l · mean|φ_l(ŷ) − φ_l(n_k)|; φ(ŷ) is computed once for all k."""
         assert self.features is not None
         k = len(negatives)
-        with self._precision(prediction.device):
-            return self._weighted_distance(prediction, negatives, k)
-
-    def _weighted_distance(
-        self, prediction: torch.Tensor, negatives: list[torch.Tensor], k: int
-    ) -> torch.Tensor:
-        assert self.features is not None
-        if self.cfg.feature_precision == "fp32":
-            prediction = prediction.float()
-            negatives = [n.float() for n in negatives]
         anchor = self.features(prediction)
         with torch.no_grad():
             if self.cfg.negative_features == "batched":
