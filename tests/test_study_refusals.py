@@ -152,3 +152,21 @@ def test_baseline_variant_label_and_knob_left_at_the_base_value():
         config = study_from_dict({**study, "baseline": baseline})
         check_study_metrics(config, study_experiments(config))
     assert "plain" in _refusal({**study, "baseline": "l3"}).message
+
+
+@pytest.mark.parametrize("name", ["../outside", "a/b", "..", ".hidden", "-flag", "x" * 101, "with space"])
+def test_study_names_that_would_leave_the_studies_folder_are_refused(tmp_path, capsys, name):
+    code, err = _run(tmp_path, capsys, _study(name=name))
+    assert code == 2 and "cannot name a study folder" in err, err
+
+
+def test_ordinary_study_names_are_accepted():
+    for name in ("spn-table8-lambda", "mae_table3.x2", "Study1"):
+        assert study_from_dict(_study(name=name)).name == name
+
+
+def test_fractional_gpus_with_several_ddp_workers_are_refused(tmp_path, capsys):
+    code, err = _run(tmp_path, capsys, _study(resources={"workers": 2, "gpus_per_worker": 0.5}))
+    assert code == 2 and "gpus_per_worker" in err and "NCCL" in err, err
+    study_from_dict(_study(resources={"workers": 1, "gpus_per_worker": 0.25}))  # packing trials: fine
+    study_from_dict(_study(resources={"workers": 2, "gpus_per_worker": 1}))

@@ -8,6 +8,7 @@ value is reported with the path of the bad field.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -18,6 +19,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -34,6 +36,8 @@ from resweep.search_spaces import (
 )
 from resweep.study.paper_schedule import apply_paper_schedule, check_training_lengths
 from resweep.study.trial_spec import TrialSpec
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 class _Strict(BaseModel):
@@ -73,6 +77,18 @@ class ResourcesConfig(_Strict):
     in_process: bool = Field(
         True, description="with one worker, train in the trial process (skips the nested worker group)"
     )
+
+    @model_validator(mode="after")
+    def _whole_gpus_for_ddp(self) -> ResourcesConfig:
+        # Ray may place two ranks of one trial on the same GPU when each asks for a fraction;
+        # NCCL refuses two ranks on one device, so the trial would fail at its first collective
+        if self.workers > 1 and 0 < self.gpus_per_worker < 1:
+            raise ValueError(
+                f"gpus_per_worker {self.gpus_per_worker} with workers {self.workers}: DDP ranks "
+                "need a whole GPU each (NCCL cannot put two ranks of one trial on one device); "
+                "use gpus_per_worker: 1, or workers: 1 to pack several small trials on a GPU"
+            )
+        return self
 
 
 class FailureSettings(_Strict):
@@ -136,6 +152,17 @@ class StudyConfig(_Strict):
         description="training length -> why every trial keeps it under --paper-schedule (each other "
         "length must change; see resweep.study.paper_schedule)",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        # the name becomes studies/<name> (and a prefix in the storage): it must stay one folder
+        if not _SAFE_NAME.fullmatch(value) or value in (".", ".."):
+            raise ValueError(
+                f"'{value}' cannot name a study folder: use letters, digits, '.', '_' and '-' "
+                "(no '/', no '..', not starting with '.' or '-'), at most 100 characters"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> StudyConfig:
