@@ -30,6 +30,7 @@ IMAGES_DIR = "images"
 OPTUNA_DB = "optuna.db"
 REPORT_DIR = "report"
 ARTIFACTS_FILE = "artifacts.parquet"  # one row per stage artifact the study made or reused
+DRIVER_LOCK = "driver.lock"  # held by the driver running the study (study/driver_lock.py)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

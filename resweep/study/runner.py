@@ -11,6 +11,7 @@ from typing import Any
 
 from resweep.config import ExperimentConfig
 from resweep.errors import ResweepError
+from resweep.study.driver_lock import driver_lock
 from resweep.study.layout import (
     ARTIFACTS_FILE,
     CURVES_FILE,
@@ -147,10 +148,21 @@ def run_study(
         return resume_study(layout.root, address=address, quiet=quiet, num_cpus=num_cpus)
 
     from resweep.study.preflight import preflight_study
-    from resweep.study.tuner import build_tuner, total_trials
 
     preflight_study(study)  # bad data or files of any configuration fail here, before Ray starts
-    storage = _prepare_dir(study, layout, source)
+    with driver_lock(layout.root):
+        storage = _prepare_dir(study, layout, source)
+        _start(study, layout, storage, address=address, quiet=quiet, num_cpus=num_cpus)
+    return layout.root
+
+
+def _start(
+    study: StudyConfig, layout: StudyLayout, storage: str, *,
+    address: str | None, quiet: bool, num_cpus: int | None,
+) -> None:
+    """A new Tune experiment for the study (its folder prepared, its driver lock held)."""
+    from resweep.study.tuner import build_tuner, total_trials
+
     init_ray(address, num_cpus=num_cpus)
     artifact_keys = _prepare_stages(study, layout, storage)
     callback = _callback(study, layout, quiet, storage, artifact_keys)
@@ -158,7 +170,6 @@ def run_study(
     print(f"study '{study.name}': {total_trials(study)} trials; folder {layout.root}")
     _fit(tuner, layout, total_trials(study))
     _mirror_results(layout, storage)
-    return layout.root
 
 
 def resume_study(
@@ -181,14 +192,25 @@ def resume_study(
     preflight_study(study)
     storage = study.storage or str(layout.root)
     tune_path = storage.rstrip("/") + "/" + TUNE_DIR
-    init_ray(address, num_cpus=num_cpus)
-    if not tune.Tuner.can_restore(tune_path):
-        raise ResweepError(f"no Ray Tune state to resume in {tune_path}")
-    artifact_keys = _prepare_stages(study, layout, storage)  # finished artifacts are reused
-    tuner = restore_tuner(study, layout, storage, tune_path, artifact_keys)
-    print(f"resuming study '{study.name}' in {layout.root}")
-    _fit(tuner, layout, total_trials(study))
-    _mirror_results(layout, storage)
+    with driver_lock(layout.root):
+        init_ray(address, num_cpus=num_cpus)
+        if not tune.Tuner.can_restore(tune_path):
+            ended = count_ended(count_statuses(StudyResults(layout.root).trials.values()))
+            if ended:
+                raise ResweepError(
+                    f"no Ray Tune state to resume in {tune_path}, but {ended} trial(s) of the study "
+                    "ended: its Tune folder was removed or never reached this storage"
+                )
+            # killed before Tune's first experiment checkpoint: nothing can have ended, so the
+            # study simply starts (a trial that had started is marked lost at the end)
+            print(f"study '{study.name}' stopped before Ray Tune saved any state: starting it")
+            _start(study, layout, storage, address=address, quiet=quiet, num_cpus=num_cpus)
+            return layout.root
+        artifact_keys = _prepare_stages(study, layout, storage)  # finished artifacts are reused
+        tuner = restore_tuner(study, layout, storage, tune_path, artifact_keys)
+        print(f"resuming study '{study.name}' in {layout.root}")
+        _fit(tuner, layout, total_trials(study))
+        _mirror_results(layout, storage)
     return layout.root
 
 
