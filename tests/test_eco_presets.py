@@ -161,7 +161,7 @@ def test_x3_x4_rows_start_from_their_arms_x2_model(name: str, paper_schedule: bo
 
 def test_rcan_x4_starts_from_an_x2_rcan_of_its_recipe() -> None:
     _, by_label = rows("eco_table1_rcan_x4", True)
-    for label, row in by_label.items():
+    for row in by_label.values():
         stage = row.model.init_from["experiment"]
         assert stage["task"]["scale"] == 2 and stage["model"]["name"] == "rcan"
         assert stage["train"]["iterations"] == row.train.iterations == 1_000_000
