@@ -1,7 +1,8 @@
-"""What the ECO presets run, in both budgets and above all under ``--paper-schedule`` (issue 21):
-a teacher stronger than the vanilla arm, the paper's data and reported set, an α that reaches
-pure vanilla training before the end, the noise-free row of Fig. 4, x3/x4 rows started from
-their arm's x2 model (a train stage), and the weight loading that start needs."""
+"""What the ECO (and SPN x4) presets run, in both budgets and above all under
+``--paper-schedule`` (issue 21): a teacher stronger than the vanilla arm, the paper's data and
+reported set, an α that reaches pure vanilla training before the end, the noise-free row of
+Fig. 4, x3/x4 rows started from their arm's x2 model (a train stage), and the weight loading
+that start needs."""
 
 from __future__ import annotations
 
@@ -195,3 +196,26 @@ def test_other_mismatched_weights_are_still_errors() -> None:
     wider = create_model("edsr_tiny", scale=3, n_feats=24)
     with pytest.raises(ConfigError, match="shapes that differ"):
         load_initial_weights(wider, x2, allow_new_head=True)
+
+
+@pytest.mark.parametrize("name", ["spn_table7", "spn_table8", "spn_table9"])
+def test_spn_x4_rows_start_from_an_edsr_light_x2_stage_under_paper_schedule(name: str) -> None:
+    """BasicSR (the authors' code base) starts EDSR-light x4 from the x2 model: under the paper
+    schedule every row starts from one x2 stage with plain L1 and the rows' own recipe."""
+    _, reduced = rows(name, False)
+    assert all(c.model.init_from is None for c in reduced.values())
+    _, paper = rows(name, True)
+    stages = []
+    for row in paper.values():
+        assert row.task.scale == 4 and row.model.init_new_head
+        stage = parse_stage(row.model.init_from)
+        x2 = stage.config()
+        assert x2.task.scale == 2 and x2.model.name == row.model.name == "edsr_baseline"
+        assert not any(m.enabled for m in x2.methods.values())  # plain L1, no negative term
+        assert x2.loss.pixel == row.loss.pixel == "l1"
+        assert x2.train.iterations == row.train.iterations == 300_000
+        assert x2.schedule.milestones == row.schedule.milestones and x2.optim.lr == row.optim.lr
+        assert x2.data.batch_size == row.data.batch_size and x2.data.patch_size == row.data.patch_size
+        assert str(x2.data.train.path).endswith(DIV2K) and not x2.train.amp
+        stages.append(stage.key_definition())
+    assert all(s == stages[0] for s in stages)  # one stage, made once for every row
