@@ -219,3 +219,14 @@ def test_spn_x4_rows_start_from_an_edsr_light_x2_stage_under_paper_schedule(name
         assert str(x2.data.train.path).endswith(DIV2K) and not x2.train.amp
         stages.append(stage.key_definition())
     assert all(s == stages[0] for s in stages)  # one stage, made once for every row
+
+
+@pytest.mark.parametrize("paper_schedule", [False, True])
+def test_spn_table1_x4_rows_start_from_the_plain_x2_row(paper_schedule: bool) -> None:
+    _, by_label = rows("spn_table1_edsr", paper_schedule)
+    x2 = by_label["EDSR-light x2"]
+    assert x2.model.init_from is None and by_label["EDSR-light x2 +SPN"].model.init_from is None
+    for label in ("EDSR-light x4", "EDSR-light x4 +SPN"):
+        row = by_label[label]
+        assert row.task.scale == 4 and row.model.init_new_head
+        assert _weights_definition(row.model.init_from["experiment"]) == _weights_definition(x2.to_dict())
