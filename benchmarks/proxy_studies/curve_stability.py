@@ -35,6 +35,9 @@ def stability(study_dir: Path, metric: str) -> pd.DataFrame:
     data = load_study(study_dir)
     trials = data.trials[data.trials["status"].isin(["finished", "diverged"])]
     knob_cols = [f"param.{k}" for k in data.knobs if f"param.{k}" in trials.columns]
+    # only knobs that vary within a variant (a swept knob such as the batch size), not the
+    # values a variant's overrides fix
+    knob_cols = [c for c in knob_cols if trials.groupby("label")[c].nunique(dropna=True).max() > 1]
     curves = data.curves[["trial_id", "iteration", metric]].dropna()
     rows = []
     for key, group in trials.groupby(["label", *knob_cols], sort=False, dropna=False):
@@ -50,7 +53,7 @@ def stability(study_dir: Path, metric: str) -> pd.DataFrame:
         diffs = half.diff().iloc[1:]
         rows.append(
             {
-                "row": " ".join(str(k) for k in key),
+                "row": key[0] + "".join(f", {c[6:]}={v}" for c, v in zip(knob_cols, key[1:], strict=True)),
                 "n": table.shape[1],
                 "early spread (dB)": float(half.std(axis=1, ddof=1).mean()) if table.shape[1] > 1 else np.nan,
                 "jitter (dB)": float(diffs.std(axis=0, ddof=1).mean()),
