@@ -284,7 +284,7 @@ def test_spn_presets_protocol(name: str) -> None:
                 assert "Set5" in [s.display_name for s in configs[0].eval.sets]
 
 
-@pytest.mark.parametrize("name", ["eco_table1", "eco_table1_rcan_x4", "eco_table2", "eco_fig3", "eco_fig4"])
+@pytest.mark.parametrize("name", ["eco_table1", "eco_table1_rcan", "eco_table1_rcan_x4", "eco_table2", "eco_fig3", "eco_fig4"])
 def test_eco_presets_protocol(name: str) -> None:
     """ECO numbers: trained on exact LR, evaluated on 8-bit LR, no EMA in either arm."""
     from resweep.presets import load_preset

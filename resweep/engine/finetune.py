@@ -9,8 +9,10 @@ loaded, before the optimiser is made (which takes only trainable parameters):
   the label-efficiency table does not say which the paper used, so it is a knob.
 - ``model.init_new_head: true`` lets ``init_from`` lack parameters the model has (a scale-1
   denoising backbone fine-tuned for SR: the U-Net's upsampler is new). Those keep their fresh
-  initialisation and count as part of the head (trainable under ``last_layer``). Extra or
-  mis-shaped weights in the file are still errors.
+  initialisation and count as part of the head (trainable under ``last_layer``). With it, the
+  weights of a pixel-shuffle upsampler made for another scale are new too (an x3 model started
+  from an x2 one, as EDSR's and ECO's x3/x4 recipes do; EDSR's code skips the mis-shaped
+  ``tail`` likewise). Other extra or mis-shaped weights in the file are still errors.
 - ``model.reinit_last_layer: true`` replaces the pretrained last layer by a freshly initialised
   one (its own ``reset_parameters``, drawn from the run seed's RNG stream: each fine-tuning seed
   starts from a different head, as the paper's five trials do).
@@ -46,6 +48,8 @@ def load_initial_weights(
     """Load ``state`` into ``model``; returns the parameter names it did not provide (the new
     head), which must be empty unless ``allow_new_head``."""
     own = model.state_dict()
+    if allow_new_head:
+        state = _without_other_scale_upsampler(model, state)
     unexpected = sorted(set(state) - set(own))
     missing = sorted(set(own) - set(state))
     mismatched = [k for k in state if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -69,6 +73,22 @@ def load_initial_weights(
     model.load_state_dict(dict(state), strict=False)
     parameter_names = {n for n, _ in model.named_parameters()}
     return [k for k in missing if k in parameter_names]
+
+
+def _without_other_scale_upsampler(
+    model: nn.Module, state: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """``state`` less the upsampler weights that do not fit ``model``'s upsampler: those of a
+    model of another scale (x2 -> x3: every stage differs; x2 -> x4: the second stage is new)."""
+    from resweep.models.common import Upsampler
+
+    own = model.state_dict()
+    prefixes = tuple(f"{name}." for name, module in model.named_modules() if isinstance(module, Upsampler))
+    out = dict(state)
+    for key in list(out):
+        if key.startswith(prefixes) and (key not in own or tuple(out[key].shape) != tuple(own[key].shape)):
+            del out[key]
+    return out
 
 
 def apply_finetune_setup(
