@@ -11,9 +11,14 @@ contrastive term only; RCL with Bhattacharyya and MMD. Ratios are to the supervi
 
 Part 2, the distances alone: forward + backward of the all-pairs ``(N+1)x(N+1)`` matrix of
 EMD, Bhattacharyya (64 bins) and MMD (256-value subsample, 3 bandwidths) on residual crops of
-``--dist-crop`` px, at batch 16 and 64. Ratios are to EMD at the same batch. Reference figures
-(2-core CPU shared with other jobs, 1 thread, batch 16): before the histogram window and the
-MMD grid factorisation, BD was 21x EMD and MMD 22x; see the README's benchmark table for after.
+``--dist-crop`` px, at batch 16 and 64. Ratios are to EMD at the same batch; ``--former`` adds
+the former implementations (BD's dense ``(M, K, bins)`` histograms, MMD's ``K²`` kernel sums).
+Measured (``--former --repeats 3``, one thread on a 2-core CPU shared with ~20 other jobs, CPU
+ms): batch 16: EMD 59, BD 203 (3.5x), MMD 68 (1.2x), former BD 1,331 (23x), former MMD 1,769
+(30x); batch 64: EMD 338, BD 1,244 (3.7x), MMD 266 (0.8x), former BD 5,575 (16x), former MMD
+26,765 (79x). Training step, batch 16, vs supervised L1 on the patch: RCL-EMD 0.74x, contrast
+only 0.56x, RCL-BD 0.92x, RCL-MMD 0.74x (the network runs on two 32 px crops per 64 px patch:
+half the pixels; before, on the patch: 1.35x, 0.94x, 1.53x, 2.49x).
 
 Timing: variants alternate round-robin so load from other processes hits them alike. On CPU
 the figure is the median CPU time of this process per step (wall-clock median beside it); on
