@@ -192,13 +192,14 @@ def test_rcl_bhattacharyya_and_encoder_are_fp32_under_autocast(tmp_path, vgg_fil
         seen: dict[str, Any] = {}
         distance, loss_terms = rcl.distance, rcl.loss_terms
 
-        def record_crops(a: torch.Tensor, b: torch.Tensor, distance=distance, seen=seen) -> torch.Tensor:
-            seen["crops"], seen["matrix"] = [a, b], distance(a, b)
+        def record_crops(a: torch.Tensor, b: torch.Tensor, distance=distance, seen=seen, **kwargs) -> torch.Tensor:
+            seen["crops"], seen["matrix"] = [a, b], distance(a, b, **kwargs)
             return seen["matrix"]
 
         def record_terms(prediction, batch, iteration, loss_terms=loss_terms, seen=seen):
             terms = loss_terms(prediction, batch, iteration)
-            seen.update(prediction=prediction.detach().clone(), terms={k: v.detach() for k, v in terms.items()})
+            seen.update(prediction=prediction.detach().clone(), noisy=batch["lq"].detach().clone(),
+                        terms={k: v.detach() for k, v in terms.items()})
             seen["crop_grads"] = torch.autograd.grad(terms["rcl_contrast"], seen["crops"], retain_graph=True)
             return terms
 
@@ -217,12 +218,15 @@ def test_rcl_bhattacharyya_and_encoder_are_fp32_under_autocast(tmp_path, vgg_fil
             ((grads - grads64).norm() / grads64.norm()).item(),
         )
         matrices[precision] = ((seen["matrix"].detach().double() - matrix).norm() / matrix.norm()).item()
-        phi = {k: _vgg64(x, head)["relu2_2"] for k, x in (("pred", seen["prediction"].double()), ("lq", lq.double()))}
+        phi = {k: _vgg64(x, head)["relu2_2"] for k, x in (("pred", seen["prediction"].double()), ("lq", seen["noisy"].double()))}
         want = ((phi["pred"] - phi["lq"]) ** 2).mean().item()
         consistency[precision] = abs(float(seen["terms"]["rcl_consistency"]) - want) / want
-    _assert_fp32_matches_and_bf16_does_not(errors)
-    # −log(overlap) near 0 magnifies even fp32 rounding of the overlap (~1e-5 here)
-    assert matrices["fp32"] < 1e-4 and matrices["bf16"] > 10 * matrices["fp32"], matrices
+    # The Bhattacharyya distance no longer has a matrix product (each value votes into its
+    # nearby bins), so autocast leaves it in fp32 whichever precision the method asks for: the
+    # contrastive term matches float64 on both paths. The consistency encoder (a VGG) does not.
+    fp32_loss, fp32_grad = errors["fp32"]
+    assert fp32_loss < 1e-5 and fp32_grad < 2e-2, errors
+    assert matrices["fp32"] < 1e-4, matrices
     assert consistency["fp32"] < 1e-5 and consistency["bf16"] > 10 * consistency["fp32"], consistency
 
 

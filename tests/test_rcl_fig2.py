@@ -17,7 +17,13 @@ from scipy.stats import wasserstein_distance
 from resweep.config import ExperimentConfig
 from resweep.methods import MethodContext, World
 from resweep.methods.diagnostics import Diagnostic, merge_diagnostics
-from resweep.methods.rcl import DIAGNOSTIC_BATCHES, GAPS_DIAGNOSTIC, RCL, RCLConfig
+from resweep.methods.rcl import (
+    DIAGNOSTIC_BATCHES,
+    GAPS_DIAGNOSTIC,
+    RCL,
+    TRUE_NOISE_GROUP,
+    RCLConfig,
+)
 from resweep.methods.spn import derive_seed
 from resweep.models import create_model
 
@@ -38,7 +44,11 @@ def _experiment(**overrides) -> dict:
 
 
 class KeyedNoisy(torch.utils.data.Dataset):
-    """A keyed dataset of noisy patches: the noise is a function of the key, as in training."""
+    """A keyed dataset of noisy patches: the noise is a function of the key, as in training;
+    ``with_clean`` keeps the clean patch (``gt``), as the training data has it before RCL drops it."""
+
+    def __init__(self, with_clean: bool = False) -> None:
+        self.with_clean = with_clean
 
     def __len__(self) -> int:
         return 5
@@ -46,8 +56,9 @@ class KeyedNoisy(torch.utils.data.Dataset):
     def __getitem__(self, key):
         index, seed = key
         g = torch.Generator().manual_seed(seed % 2**31)
-        clean = torch.full((3, 16, 16), 0.2 + 0.1 * index)
-        return {"lq": clean + (0.01 + 0.03 * index) * torch.randn(clean.shape, generator=g), "key": index}
+        clean = torch.linspace(0.1, 0.9, 16).expand(3, 16, 16) * (0.5 + 0.1 * index)
+        sample = {"lq": clean + (0.01 + 0.03 * index) * torch.randn(clean.shape, generator=g), "key": index}
+        return {**sample, "gt": clean} if self.with_clean else sample
 
 
 def test_fig2_gaps_equal_scipy_wasserstein_on_a_loop():
@@ -71,23 +82,43 @@ def test_fig2_gaps_equal_scipy_wasserstein_on_a_loop():
     from resweep.engine.sampler import batch_keys
 
     model.eval()
-    want = []
+    want, want_true = [], []
+    clean_data = KeyedNoisy(with_clean=True)
     for i in range(DIAGNOSTIC_BATCHES):
         keys = batch_keys(derive_seed(0, "rcl-diagnostic-images"), i, 0, b, 1, len(dataset))
         noisy = torch.stack([dataset[k]["lq"] for k in keys])
-        with torch.no_grad():
-            residual = (noisy - model(noisy)).double().numpy()
+        noise = (noisy - torch.stack([clean_data[k]["gt"] for k in keys])).double().numpy()
         g = torch.Generator().manual_seed(derive_seed(0, "rcl-diagnostic-crops", i))
         span = 8 + 4
         tops = torch.randint(0, 16 - span + 1, (b,), generator=g).tolist()
         lefts = torch.randint(0, 16 - span + 1, (b,), generator=g).tolist()
-        first = [residual[j, :, t:t + 8, s:s + 8].ravel() for j, (t, s) in enumerate(zip(tops, lefts, strict=True))]
-        second = [residual[j, :, t + 4:t + 12, s + 4:s + 12].ravel() for j, (t, s) in enumerate(zip(tops, lefts, strict=True))]
+        corners = list(zip(tops, lefts, strict=True))
+
+        def own_residual(crop: torch.Tensor) -> np.ndarray:
+            # the network run on this one crop alone (Algorithm 1), residual in float64
+            with torch.no_grad():
+                return (crop - model(crop[None])[0]).double().numpy().ravel()
+
+        first = [own_residual(noisy[j, :, t:t + 8, s:s + 8]) for j, (t, s) in enumerate(corners)]
+        second = [own_residual(noisy[j, :, t + 4:t + 12, s + 4:s + 12]) for j, (t, s) in enumerate(corners)]
+        true_first = [noise[j, :, t:t + 8, s:s + 8].ravel() for j, (t, s) in enumerate(corners)]
+        true_second = [noise[j, :, t + 4:t + 12, s + 4:s + 12].ravel() for j, (t, s) in enumerate(corners)]
         for j in range(b):
             positive = wasserstein_distance(first[j], second[j])
             want.extend(wasserstein_distance(first[j], second[n]) - positive for n in range(b) if n != j)
+            positive = wasserstein_distance(true_first[j], true_second[j])
+            want_true.extend(wasserstein_distance(true_first[j], true_second[n]) - positive for n in range(b) if n != j)
     np.testing.assert_allclose(got, np.array(want), rtol=1e-4, atol=1e-7)
     assert np.abs(got).max() > 0  # the images have different noise levels: the gaps are not all 0
+
+    # with clean images behind RCL's wrapper (as in training): the true noise's curve too, on
+    # the same crops; the network's groups are unchanged
+    (with_truth,) = rcl.diagnostics(model, rcl.wrap_train_dataset(KeyedNoisy(with_clean=True)), "start")
+    assert with_truth.reference_group == TRUE_NOISE_GROUP
+    assert list(with_truth.samples) == ["before training (initial weights)", TRUE_NOISE_GROUP]
+    assert with_truth.samples["before training (initial weights)"] == before.samples["before training (initial weights)"]
+    np.testing.assert_allclose(with_truth.samples[TRUE_NOISE_GROUP], np.array(want_true), rtol=1e-4, atol=1e-7)
+    assert np.mean(np.array(want_true) > 0) > 0.5  # the true noise tells these images apart
 
     # the same images, noise and crops at the end: only the weights change the samples
     (again,) = rcl.diagnostics(model, dataset, "start")
@@ -135,7 +166,9 @@ def test_study_dashboard_draws_fig2_of_its_rcl_artifact(tmp_path, monkeypatch):
 
     folder = ArtifactStore(study).fetch(key, tmp_path / "scratch")
     diagnostic = Diagnostic.from_json((folder / DIAGNOSTICS_DIR / f"{GAPS_DIAGNOSTIC}.json").read_text())
-    assert list(diagnostic.samples) == ["before training (initial weights)", "after training"]
+    # the training data has clean images: the true noise's reference curve is there too
+    assert list(diagnostic.samples) == ["before training (initial weights)", TRUE_NOISE_GROUP, "after training"]
+    assert diagnostic.reference_group == TRUE_NOISE_GROUP
     assert all(len(v) == DIAGNOSTIC_BATCHES * 3 * 2 for v in diagnostic.samples.values())
     metrics = json.loads((folder / METRICS_FILE).read_text())["metrics"]
     for phase, group in (("start", "before training (initial weights)"), ("end", "after training")):
@@ -149,6 +182,10 @@ def test_study_dashboard_draws_fig2_of_its_rcl_artifact(tmp_path, monkeypatch):
     share = diagnostic.share_above("after training")
     assert f"after training ({share:.0%} \\u0026gt; 0)" in section  # legend: the share of positive gaps
     assert f"{share:.0%} above 0" in section  # and the annotation
+    # the true noise is drawn as a line over the bars
+    spec = section.split('id="diagnostic-0"', 1)[1]
+    assert '"mode": "lines"' in spec.replace('"mode":"lines"', '"mode": "lines"')
+    assert "true noise (lq \\u2212 gt)" in section
     # the label of the trial that reads the artifact is in the figure, escaped, never raw HTML
     assert "\\u0026lt;script\\u0026gt;alert(1)" in section
     assert "<script>alert" not in section

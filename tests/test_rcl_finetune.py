@@ -98,3 +98,30 @@ def test_sr_head_on_a_denoising_backbone(tmp_path):
     data["model"]["init_from"] = str(tmp_path / "bad.pt")
     with pytest.raises(ConfigError, match="does not have: extra"):
         Trainer(ExperimentConfig.from_dict(data), cache_dir=tmp_path, log=lambda _m: None)
+
+
+def test_literal_proxy_protocol_bicubic_input_scale1_unet_last_layer_only():
+    """RCL Table 2's literal protocol: a scale-1 U-Net on the bicubic-upsampled input; the
+    pretrained backbone loads with no new head and only its last conv trains."""
+    import torch.nn.functional as F
+
+    from resweep.engine.finetune import load_initial_weights
+
+    torch.manual_seed(0)
+    backbone = create_model("unet_tiny", scale=1)
+    head = create_model("unet_tiny", scale=2, sr_head="bicubic_input")
+    assert load_initial_weights(head, backbone.state_dict(), allow_new_head=False) == []
+    apply_finetune_setup(head, trainable="last_layer", log=lambda _m: None)
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in head.named_parameters() if n.startswith("last_layer.")}
+    x = torch.rand(2, 3, 12, 12)
+    up = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        assert head(x).shape == (2, 3, 24, 24)
+        torch.testing.assert_close(head(x), backbone(up))
+        # without the global residual: the network's output alone
+        bare = create_model("unet_tiny", scale=2, sr_head="bicubic_input", global_residual=False)
+        bare.load_state_dict(backbone.state_dict())
+        torch.testing.assert_close(bare(x) + up, backbone(up))
+    with pytest.raises(ConfigError, match="sr_head"):
+        create_model("unet_tiny", scale=2, sr_head="nearest")

@@ -54,11 +54,14 @@ def test_each_row_pretrains_its_backbone_as_a_train_stage(paper_schedule):
     rows = _pretraining_rows(paper_schedule)
     assert {label: sorted(e["methods"]) for label, e in rows.items()} == {
         "n2n": ["noise2noise"], "n2s": ["noise2self"], "rcl_bd": ["rcl"], "rcl_mmd": ["rcl"],
-        "rcl_emd": ["rcl"], "sl_den": []}
+        "rcl_emd": ["rcl"], "rcl_consistency_only": ["rcl"], "sl_den": []}
     assert {label: e["methods"]["rcl"]["distance"] for label, e in rows.items() if "rcl" in e["methods"]} == {
-        "rcl_bd": "bhattacharyya", "rcl_mmd": "mmd", "rcl_emd": "emd"}
+        "rcl_bd": "bhattacharyya", "rcl_mmd": "mmd", "rcl_emd": "emd", "rcl_consistency_only": "emd"}
+    # α = 0 is the only difference between the consistency-only row and RCL-EMD
+    assert rows["rcl_consistency_only"]["methods"]["rcl"]["alpha"] == 0.0
+    assert {**rows["rcl_consistency_only"]["methods"]["rcl"], "alpha": 1e-3} == rows["rcl_emd"]["methods"]["rcl"]
     # seed: trial: one backbone per method and fine-tuning seed (five seeds)
-    expected_stages = {"rcl_table1": 5 * 5, "rcl_table2": 6 * 5, "rcl_table3": 1 * 5}
+    expected_stages = {"rcl_table1": 6 * 5, "rcl_table2": 6 * 5, "rcl_table3": 1 * 5}
     for name in TABLES:
         study = load_preset(name, paper_schedule=paper_schedule)
         keys = set()

@@ -2,8 +2,9 @@
 reported about its network before and after training (``diagnostics/<name>.json`` in the
 artifact, :mod:`resweep.methods.diagnostics`; e.g. RCL's Fig. 2, the density of
 d(negative) − d(positive) before and after pretraining), one figure per artifact and name:
-the groups as overlaid densities on shared bins, the share of each above the reference in the
-legend and in an annotation."""
+the groups as overlaid densities on shared bins (a diagnostic's ``reference_group``, e.g. the
+true noise of RCL's Fig. 2, as a line over the bars), the share of each above the reference in
+the legend and in an annotation."""
 
 from __future__ import annotations
 
@@ -103,11 +104,17 @@ def density_figure(item: ArtifactDiagnostic, figure_id: str) -> Figure | None:
         if not math.isnan(share):
             summary = f"{share:.0%} above {d.reference:g}, {summary}"
         lines.append(f"{plot_text(group)}: {summary}")
+        name = f"{plot_text(group)} ({share:.0%} &gt; {d.reference:g})" if not math.isnan(share) else plot_text(group)
+        colour = PALETTE[i % len(PALETTE)]
+        hover = "%{x:.3g}: density %{y:.3g}<extra></extra>"
+        if group == d.reference_group:
+            # the curve the others are read against (e.g. the true noise in RCL's Fig. 2)
+            traces.append({"type": "scatter", "mode": "lines", "line": {"shape": "hvh", "color": "#24292f", "width": 2},
+                           "x": (edges[:-1] + width / 2), "y": density, "name": name, "hovertemplate": hover})
+            continue
         traces.append({
             "type": "bar", "x": (edges[:-1] + width / 2), "y": density, "width": width,
-            "name": f"{plot_text(group)} ({share:.0%} &gt; {d.reference:g})" if not math.isnan(share) else plot_text(group),
-            "opacity": 0.55, "marker": {"color": PALETTE[i % len(PALETTE)]},
-            "hovertemplate": "%{x:.3g}: density %{y:.3g}<extra></extra>",
+            "name": name, "opacity": 0.55, "marker": {"color": colour}, "hovertemplate": hover,
         })
     used_by = ", ".join(item.users) if item.users else "no trial yet"
     layout = {

@@ -36,3 +36,19 @@ class WithoutCleanTarget(Dataset):
             sample = self.sample_fn(sample, key)
         sample.pop(CLEAN_KEY, None)
         return sample
+
+    def sample_with_clean(self, key: Any) -> dict[str, Any]:
+        """The sample ``__getitem__`` gives, clean ``gt`` kept: for diagnostics that measure the
+        trained network against the truth (never for a loss)."""
+        sample = dict(self.base[key])
+        if self.sample_fn is not None:
+            sample = self.sample_fn(sample, key)
+        return sample
+
+
+def with_clean_target(dataset: Any, key: Any) -> dict[str, Any]:
+    """``dataset[key]`` with its clean image where the data has one, through a
+    :class:`WithoutCleanTarget` wrapper too (diagnostics only)."""
+    if isinstance(dataset, WithoutCleanTarget):
+        return dataset.sample_with_clean(key)
+    return dict(dataset[key])

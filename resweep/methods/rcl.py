@@ -1,8 +1,9 @@
-"""RCL: residual contrastive learning from noisy images only (Li et al.), METHODS.md section 4.
+"""RCL: residual contrastive learning from noisy images only (Dong et al.), METHODS.md section 4.
 
 Pretrains a denoising backbone ``f`` (U-Net by default) without clean images. For a batch of
-``N + 1`` noisy patches ``x``, the residual ``n̂(x) = x − f(x)`` is cut into two overlapping crops
-per image; the anchor crop of image ``j`` should be closer, in the distance ``d`` between value
+``N + 1`` noisy patches, two overlapping crops are cut from each and the network runs on each of
+the ``2N + 2`` crops ``x`` (Algorithm 1, line 3), giving the residuals ``n̂(x) = x − f(x)``; the
+anchor crop of image ``j`` should be closer, in the distance ``d`` between value
 distributions, to the other crop of image ``j`` than to the second crops of the other ``N``
 images (a cross-entropy over the ``(N+1)x(N+1)`` distance matrix, Eq. 3). A consistency term
 ``‖φ(g(x)) − φ(g(f(x)))‖²`` through a frozen ImageNet encoder keeps ``f(x)`` close to ``x`` in
@@ -12,18 +13,24 @@ content (Eq. 5):
 
 Choices the paper leaves open (documented knobs):
 
-- Crops are taken from the residual of the whole training patch (one forward pass per patch);
-  for a convolutional ``f`` this equals the residual of the crop itself away from the crop's
-  border. Both crops have side ``crop_size``; the second is shifted diagonally by
+- The crops are cut from the noisy patch in ``transform_batch``, so the engine's forward pass
+  runs the network on the ``2N + 2`` crops (anchors, then second crops), as Algorithm 1 does.
+  Cutting both crops out of the residual of the whole patch instead would give the positive
+  pair identical values in its overlap (and, for a network whose receptive field exceeds the
+  crop, residuals that are not the crop's own), biasing positive distances down; it is not
+  offered, as it is not cheaper either: 2·crop² pixels per image against patch² ≥ (1.5·crop)²
+  at the default overlap (benchmarks/bench_rcl.py, batch 16, 64 px patches, 32 px crops: an
+  RCL-EMD step was 1.35x a supervised step on the patch, it is 0.74x on the crops). Both crops have side ``crop_size``; the second is shifted diagonally by
   ``round(crop_size · (1 − crop_overlap))`` pixels, so ``crop_overlap`` is the fraction of the
   side shared along each axis (area overlap ``crop_overlap²``). Positions are random per image,
   from a generator seeded by (run seed, iteration, rank): reproducible and resumable.
 - τ defaults to 0.1 (SimCLR's ImageNet value, which the paper says it follows). Distances of
   value distributions are small numbers (EMD of residuals ~ 0.01), so τ matters: sweep it.
 - ``L_contrast`` is summed over the ``N + 1`` anchors (Algorithm 1); ``reduction: mean`` averages.
-- ``L_consistency`` is the *mean* squared difference of the encoder features (a sum would scale
-  with the feature-map size); the encoder reads ``layer2`` of ResNet-50 by default (the paper
-  names no layer). The target branch ``φ(g(x))`` carries no gradient.
+- ``L_consistency`` compares ``f(x)`` and ``x`` on the same ``2N + 2`` crops the network ran
+  on (Eq. 5's ``x`` is the network's input). It is the *mean* squared difference of the
+  encoder features (a sum would scale with the feature-map size); the encoder reads ``layer2``
+  of ResNet-50 by default (the paper names no layer). The target branch ``φ(g(x))`` carries no gradient.
 - Distances: see :mod:`resweep.losses.distribution_distances`.
 - With DDP each worker contrasts the images of its own share of the batch (``N + 1`` =
   per-worker batch): negatives are not gathered across workers.
@@ -48,13 +55,14 @@ from resweep.losses.distribution_distances import (
 )
 from resweep.methods import Method, MethodConfig, MethodContext, register_method
 from resweep.methods.diagnostics import Diagnostic, Phase
-from resweep.methods.noisy_only import WithoutCleanTarget
+from resweep.methods.noisy_only import CLEAN_KEY, WithoutCleanTarget, with_clean_target
 from resweep.methods.spn import derive_seed
 
 #: batches of ``data.batch_size`` training images behind the Fig. 2 diagnostic (each gives
 #: ``B·(B−1)`` gaps; the same images, noise and crops at the start and the end of training)
 DIAGNOSTIC_BATCHES = 4
 GAPS_DIAGNOSTIC = "rcl.distance_gaps"
+TRUE_NOISE_GROUP = "true noise (lq − gt)"
 
 EncoderName = Literal["resnet50", "resnet18", "vgg16", "vgg19"]
 _DEFAULT_ENCODER_LAYER = {"resnet50": "layer2", "resnet18": "layer2", "vgg16": "relu3_3", "vgg19": "relu3_4"}
@@ -85,7 +93,7 @@ class RCLConfig(MethodConfig):
         default_factory=lambda: [0.01, 0.03, 0.1], min_length=1, description="MMD: RBF σ values"
     )
     mmd_samples: int | None = Field(
-        256, ge=2, description="MMD: fixed random subsample of value positions (None = all values)"
+        256, ge=2, description="MMD: random subsample of value positions, redrawn every step (None = all values)"
     )
     encoder: EncoderName = Field("resnet50", description="frozen ImageNet encoder g_e (paper: resnet50)")
     encoder_layer: str | None = Field(
@@ -252,17 +260,35 @@ class RCL(Method):
             self.encoder.eval()
         return self
 
-    def distance_matrix(self, residual: torch.Tensor, iteration: int) -> torch.Tensor:
-        """``D[j, i] = d(anchor crop of image j, second crop of image i)`` for one batch."""
+    def crop_pairs(self, noisy: torch.Tensor, iteration: int) -> torch.Tensor:
+        """``(2B, C, crop, crop)``: the anchor crop of every image, then its second crop, at
+        positions drawn from (run seed, iteration, rank): reproducible and resumable."""
         generator = torch.Generator().manual_seed(derive_seed(self._seed, "rcl-crops", iteration, self._rank))
-        anchors, seconds = two_overlapping_crops(residual, self.cfg.crop_size, self.cfg.crop_shift, generator)
-        return self.distance(anchors, seconds)
+        anchors, seconds = two_overlapping_crops(noisy, self.cfg.crop_size, self.cfg.crop_shift, generator)
+        return torch.cat([anchors, seconds])
+
+    def transform_batch(self, batch: dict[str, torch.Tensor], iteration: int) -> dict[str, torch.Tensor]:
+        # Algorithm 1, line 3: the network runs on each of the 2N+2 crops, not once on the patch.
+        return {**batch, "lq": self.crop_pairs(batch["lq"], iteration)}
+
+    def distance_matrix(self, residual: torch.Tensor, iteration: int) -> torch.Tensor:
+        """``D[j, i] = d(anchor crop of image j, second crop of image i)`` from the ``(2B, ...)``
+        residuals of :meth:`crop_pairs` (MMD's value positions drawn for this iteration)."""
+        anchors, seconds = residual.chunk(2)
+        seed = derive_seed(self._seed, "rcl-mmd-positions", iteration, self._rank)
+        return self.distance(anchors, seconds, sample_seed=seed)
 
     def loss_terms(
         self, prediction: torch.Tensor, batch: dict[str, torch.Tensor], iteration: int
     ) -> dict[str, torch.Tensor]:
-        noisy = batch["lq"].float()
+        noisy = batch["lq"].float()  # the crops transform_batch cut
         prediction = prediction.float()
+        crop = self.cfg.crop_size
+        if noisy.shape != prediction.shape or noisy.shape[0] % 2 or tuple(noisy.shape[-2:]) != (crop, crop):
+            raise ValueError(
+                f"rcl: expected the network's output on the 2B crops of {crop} px that transform_batch "
+                f"cut (got input {tuple(noisy.shape)}, output {tuple(prediction.shape)})"
+            )
         residual = noisy - prediction
         matrix = self.distance_matrix(residual, iteration)
         contrast = contrastive_cross_entropy(matrix, self.cfg.temperature, self.cfg.reduction)
@@ -299,33 +325,54 @@ class RCL(Method):
     def diagnostics(self, model: nn.Module, dataset: Any, phase: Phase) -> list[Diagnostic]:
         """The paper's Fig. 2: ``d(anchor, negative) − d(anchor, positive)`` of the residuals of
         ``model`` on ``DIAGNOSTIC_BATCHES`` fixed batches of the (noisy) training data, with
-        this run's distance and crops; the same images, noise and crop positions at both
-        phases, so the start and end groups differ only by the weights."""
+        this run's distance and crops (the network run on each crop, as in training); the same
+        images, noise and crop positions at both phases, so the start and end groups differ
+        only by the weights. The paper's reference curve, the same gaps of the true noise
+        ``lq − gt`` on the same crops, is added where the data has clean images (a measurement,
+        not training: the clean images never reach a loss)."""
         keys_seed = derive_seed(self._seed, "rcl-diagnostic-images")
         device = next(model.parameters()).device
         was_training = model.training
         model.eval()
-        gaps = []
+        gaps: list[torch.Tensor] = []
+        true_gaps: list[torch.Tensor] | None = []
         try:
             for i in range(DIAGNOSTIC_BATCHES):
                 keys = batch_keys(keys_seed, i, 0, self._batch_size, 1, len(dataset))
-                noisy = torch.stack([dataset[k]["lq"] for k in keys]).float().to(device)
-                generator = torch.Generator().manual_seed(derive_seed(self._seed, "rcl-diagnostic-crops", i))
-                gaps.append(distance_gaps(model, noisy, self.distance, self.cfg.crop_size, self.cfg.crop_shift, generator))
+                samples = [with_clean_target(dataset, k) for k in keys]
+                noisy = torch.stack([s["lq"] for s in samples]).float().to(device)
+                crops_seed = derive_seed(self._seed, "rcl-diagnostic-crops", i)
+                sample_seed = derive_seed(self._seed, "rcl-diagnostic-mmd", i)
+                gaps.append(distance_gaps(model, noisy, self.distance, self.cfg.crop_size, self.cfg.crop_shift,
+                                          torch.Generator().manual_seed(crops_seed), sample_seed=sample_seed))
+                if true_gaps is not None and all(CLEAN_KEY in s for s in samples):
+                    noise = noisy - torch.stack([s[CLEAN_KEY] for s in samples]).float().to(device)
+                    true_gaps.append(noise_gaps(noise, self.distance, self.cfg.crop_size, self.cfg.crop_shift,
+                                                torch.Generator().manual_seed(crops_seed), sample_seed=sample_seed))
+                else:
+                    true_gaps = None
         finally:
             model.train(was_training)
         name = {"emd": "EMD", "bhattacharyya": "BD", "mmd": "MMD"}[self.cfg.distance]
         label = "before training (initial weights)" if phase == "start" else "after training"
+        samples = {label: torch.cat(gaps).double().cpu().tolist()}
+        reference_group = None
+        if true_gaps:
+            reference_group = TRUE_NOISE_GROUP
+            samples[reference_group] = torch.cat(true_gaps).double().cpu().tolist()
         return [Diagnostic(
             name=GAPS_DIAGNOSTIC,
             title=f"RCL Fig. 2: {name}(negative) − {name}(positive) of the residuals",
             x_title=f"{name}(anchor, negative) − {name}(anchor, positive)",
-            samples={label: torch.cat(gaps).double().cpu().tolist()},
+            samples=samples,
             note=(f"{DIAGNOSTIC_BATCHES} fixed batches of {self._batch_size} noisy training patches, crops of "
-                  f"{self.cfg.crop_size} px shifted by {self.cfg.crop_shift}; every anchor with each of its "
-                  "negatives. Positive: the residuals tell the images apart (the paper: the mass moves "
-                  "to positive values with training)."),
+                  f"{self.cfg.crop_size} px shifted by {self.cfg.crop_shift}, the network run on each crop; every "
+                  "anchor with each of its negatives. Positive: the residuals tell the images apart (the paper: "
+                  "the mass moves to positive values with training, towards the curve of the true noise "
+                  + ("lq − gt, drawn as a line)." if true_gaps else "lq − gt, absent here: the data has no clean "
+                     "images).")),
             reference=0.0,
+            reference_group=reference_group,
         )]
 
     def extra_repr(self) -> str:
@@ -336,6 +383,14 @@ class RCL(Method):
         )
 
 
+def _gaps(anchors: torch.Tensor, seconds: torch.Tensor, distance: DistributionDistance,
+          sample_seed: int | None) -> torch.Tensor:
+    d = distance(anchors, seconds, sample_seed=sample_seed)
+    n = d.shape[0]
+    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=d.device)
+    return (d - d.diagonal().unsqueeze(1))[off_diagonal]
+
+
 @torch.no_grad()
 def distance_gaps(
     model: nn.Module,
@@ -344,13 +399,30 @@ def distance_gaps(
     crop_size: int,
     shift: int,
     generator: torch.Generator,
+    *,
+    sample_seed: int | None = None,
 ) -> torch.Tensor:
     """The paper's Fig. 2 samples: ``d(anchor, negative) − d(anchor, positive)`` for every anchor
-    and each of its ``N`` negatives (``(N+1)·N`` values) on one batch of noisy images. Positive
-    values mean the residuals tell images apart; compare a random and a pretrained ``model``."""
-    residual = noisy - model(noisy)
-    anchors, seconds = two_overlapping_crops(residual, crop_size, shift, generator)
-    d = distance(anchors, seconds)
-    n = d.shape[0]
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=d.device)
-    return (d - d.diagonal().unsqueeze(1))[off_diagonal]
+    and each of its ``N`` negatives (``(N+1)·N`` values) on one batch of noisy images, the
+    residual of each crop from ``model`` run on that crop. Positive values mean the residuals
+    tell images apart; compare a random and a pretrained ``model``."""
+    anchors, seconds = two_overlapping_crops(noisy, crop_size, shift, generator)
+    crops = torch.cat([anchors, seconds])
+    residual = crops - model(crops)
+    return _gaps(*residual.chunk(2), distance, sample_seed)
+
+
+@torch.no_grad()
+def noise_gaps(
+    noise: torch.Tensor,
+    distance: DistributionDistance,
+    crop_size: int,
+    shift: int,
+    generator: torch.Generator,
+    *,
+    sample_seed: int | None = None,
+) -> torch.Tensor:
+    """:func:`distance_gaps` of known noise ``lq − gt`` (the paper's reference curve): the crops
+    at the positions ``generator`` draws, as there."""
+    anchors, seconds = two_overlapping_crops(noise, crop_size, shift, generator)
+    return _gaps(anchors, seconds, distance, sample_seed)

@@ -2,7 +2,14 @@
 
 With ``scale > 1`` a pixel-shuffle upsampler before the last conv makes it a joint
 denoise + super-resolution model; the residual is then added to a bicubic upsampling of the
-input.
+input. Two knobs (``model.kwargs``) give RCL's literal proxy protocol for SR (Table 2):
+
+- ``sr_head: bicubic_input`` upsamples the input bicubically first and runs the scale-1 U-Net
+  on it: no upsampler, the same parameters as the scale-1 network (a pretrained backbone loads
+  without a new head, and ``train.trainable: last_layer`` then trains its last conv only).
+  ``pixel_shuffle`` (default) is the learned upsampler above.
+- ``global_residual: false`` returns the network's output as is instead of adding the
+  (upsampled) input back.
 """
 
 from __future__ import annotations
@@ -63,10 +70,17 @@ class UNet(RestorationNet):
         in_channels: int = 3,
         levels: int = 4,
         base_feats: int = 32,
+        sr_head: str = "pixel_shuffle",
+        global_residual: bool = True,
     ) -> None:
         super().__init__(scale)
         if levels < 1:
             raise ConfigError(f"UNet needs levels >= 1, got {levels}")
+        if sr_head not in ("pixel_shuffle", "bicubic_input"):
+            raise ConfigError(f"UNet sr_head must be 'pixel_shuffle' or 'bicubic_input', got {sr_head!r}",
+                              field="model.kwargs.sr_head")
+        self.bicubic_input = sr_head == "bicubic_input" and scale > 1
+        self.global_residual = bool(global_residual)
         feats = [base_feats * 2**i for i in range(levels)]
         self.multiple = 2 ** (levels - 1)
         self.encoders = nn.ModuleList(
@@ -77,10 +91,12 @@ class UNet(RestorationNet):
         self.decoders = nn.ModuleList(
             UpBlock(c_in, c_out) for c_in, c_out in zip(feats[:0:-1], feats[-2::-1], strict=True)
         )
-        self.upsample = Upsampler(scale, base_feats)
+        self.upsample: nn.Module = nn.Identity() if self.bicubic_input else Upsampler(scale, base_feats)
         self.last_layer = conv3x3(base_feats, in_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bicubic_input:
+            x = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         inp, (h, w) = pad_to_multiple(x, self.multiple)
         skips: list[torch.Tensor] = []
         y = inp
@@ -92,8 +108,11 @@ class UNet(RestorationNet):
         skips.pop()  # the bottleneck output is not a skip
         for decoder in self.decoders:
             y = decoder(y, skips.pop())
-        residual = crop_to(self.last_layer(self.upsample(y)), h * self.scale, w * self.scale)
-        if self.scale == 1:
+        out_scale = 1 if self.bicubic_input else self.scale
+        residual = crop_to(self.last_layer(self.upsample(y)), h * out_scale, w * out_scale)
+        if not self.global_residual:
+            return residual
+        if out_scale == 1:
             return x + residual
         base = F.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return base + residual
