@@ -152,3 +152,14 @@ def test_method_knobs_make_the_recipe_stage():
     (definition,) = cfg.methods["mae_loss"].stages(cfg).values()
     assert definition.lr is None and math.isclose(definition.effective_lr, 1.5e-4 * 64 / 256)
     assert definition.crop_scale == (0.2, 1.0)
+
+
+@pytest.mark.parametrize("knobs", ["pretrain", "pretrain_video"])
+def test_a_bad_crop_scale_is_refused_at_the_config_naming_the_field(knobs):
+    from resweep.config import ExperimentConfig
+    from resweep.errors import ConfigError
+
+    from conftest import tiny_config_dict
+
+    with pytest.raises(ConfigError, match=f"methods.mae_loss.{knobs}.crop_scale"):
+        ExperimentConfig.from_dict(tiny_config_dict(**{"methods.mae_loss": {knobs: {"crop_scale": [0.5, 1.5]}}}))

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from resweep.errors import WeightsNotFoundError
@@ -91,6 +91,13 @@ class MaePretrainKnobs(PretrainKnobs):
     )
     seed: int = 0
     held_out_images: int = Field(1, ge=1)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _check_crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        from resweep.stages.masked_pretraining import check_crop_scale  # stages import config
+
+        return check_crop_scale(value)
 
 
 class MaeLossConfig(MethodConfig):

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from resweep.errors import ConfigError, ResweepError, WeightsNotFoundError
 from resweep.methods.method_config import PretrainKnobs
@@ -71,6 +71,13 @@ class MaeVideoPretrainKnobs(PretrainKnobs):
         8, ge=0, description="last N frames of every clip kept for the held-out check (works with "
         "a single training clip)"
     )
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _check_crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        from resweep.stages.masked_pretraining import check_crop_scale  # stages import config
+
+        return check_crop_scale(value)
 
 
 
