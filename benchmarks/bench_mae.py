@@ -162,7 +162,7 @@ def bench_steps(args: argparse.Namespace) -> None:
     ref = statistics.median(times["Original"])
     what = "wall" if device.type == "cuda" else "cpu"
     print(f"{args.model} x{scale}, batch {args.batch}, LR {args.patch}x{args.patch} (GT {gt_side}), "
-          f"MAE arch '{args.arch}', VGG19 to relu4_3, {device}, {args.repeats} steps each (round robin)")
+          f"MAE arch '{args.arch}', VGG-16 to relu2_2 (perceptual's defaults), {device}, {args.repeats} steps each (round robin)")
     print(f"{'variant':<12}{what + ' ms/step (median)':>24}{'x Original':>12}")
     for label in setups:
         t = statistics.median(times[label])

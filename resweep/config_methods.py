@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
     from resweep.config_stages import StageDefinition
 
-__all__ = ["LossPrecision", "MethodConfig", "PretrainKnobs"]
+__all__ = ["LossPrecision", "MethodConfig", "PretrainKnobs", "check_crop_scale"]
 
 #: the precision of a method's loss networks and distances (see ``MethodConfig.loss_precision``)
 LossPrecision = Literal["fp32", "bf16"]
@@ -46,6 +46,14 @@ class MethodConfig(BaseModel):
         ``parse_stage({"kind": ..., ...})``); see :mod:`resweep.stages`. The run reads each
         one from ``MethodContext.artifact_dir(role)``."""
         return {}
+
+
+def check_crop_scale(value: tuple[float, float]) -> tuple[float, float]:
+    """RandomResizedCrop's area fractions of an MAE pretraining (a method's knob or a stage's)."""
+    lo, hi = value
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"crop_scale {list(value)}: needs 0 < low <= high <= 1 (fractions of the area)")
+    return value
 
 
 class PretrainKnobs(BaseModel):

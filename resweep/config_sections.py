@@ -49,6 +49,11 @@ class VideoTaskConfig(StrictModel):
     noise_sigma_range: tuple[float, float] | None = Field(
         None, description="draw sigma (8-bit scale) uniformly per clip from this range instead of noise_sigma"
     )
+    eval_noise_sigma: float | None = Field(
+        None, ge=0, description="evaluation clips' sigma (8-bit scale); default: as training "
+        "(noise_sigma, or drawn from noise_sigma_range). FastDVDnet trains over a range and "
+        "reports each sigma on its own"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VideoTaskConfig:

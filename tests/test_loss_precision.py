@@ -117,6 +117,7 @@ def test_perceptual_vgg_is_fp32_under_autocast(tmp_path, vgg_file):
     errors = {}
     for precision in ("fp32", "bf16"):
         knobs = {"feature_net": "vgg16", "feature_layers": ["relu1_2", "relu2_2"], "layer_weights": [0.4, 0.6],
+                 "distance": "l1",
                  "feature_weights": str(path), "loss_precision": precision}
         trainer = _trainer(_config({"perceptual": knobs}), tmp_path)
         seen = _observe(trainer.methods["perceptual"])

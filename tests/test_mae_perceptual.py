@@ -41,7 +41,7 @@ def _vgg_by_hand(method: Perceptual, x: torch.Tensor) -> dict[str, torch.Tensor]
 
 @pytest.mark.parametrize("pixel", ["l1", "l2"])
 def test_value_equals_independent_computation(pixel):
-    method = _method(pixel=pixel, weight=0.5, layer_weights=[0.3, 0.7])
+    method = _method(pixel=pixel, weight=0.5, layer_weights=[0.3, 0.7], distance="same_as_pixel")
     g = torch.Generator().manual_seed(0)
     y = torch.rand(2, 3, 20, 20, generator=g)
     pred = torch.rand(2, 3, 20, 20, generator=g)
@@ -52,6 +52,20 @@ def test_value_equals_independent_computation(pixel):
         d = fp[layer] - fy[layer]
         want += w * (d.abs().mean() if pixel == "l1" else (d**2).mean())
     assert got.item() == pytest.approx(0.5 * float(want), rel=1e-5)
+
+
+def test_defaults_are_johnsons_feature_reconstruction_loss():
+    """VGG-16, relu2_2 after its ReLU, mean squared difference, whatever the pixel loss."""
+    cfg = ExperimentConfig.from_dict(tiny_config_dict(**{"methods.perceptual": {}, "loss.pixel": "l1"}))
+    knobs = cfg.methods["perceptual"]
+    assert (knobs.feature_net, knobs.feature_layers, knobs.distance) == ("vgg16", ["relu2_2"], "l2")
+    method = _method(pixel="l1", feature_layers=["relu2_2"])
+    assert method.cfg.feature_net == "vgg16" and method.distance_kind == "l2"
+    g = torch.Generator().manual_seed(1)
+    y, pred = torch.rand(2, 3, 24, 24, generator=g), torch.rand(2, 3, 24, 24, generator=g)
+    got = method.loss_terms(pred, {"gt": y}, iteration=0)["perceptual"]
+    d = _vgg_by_hand(method, pred)["relu2_2"] - _vgg_by_hand(method, y)["relu2_2"]
+    assert got.item() == pytest.approx(float((d**2).mean()), rel=1e-5)
 
 
 def test_no_gradient_to_vgg_and_none_for_the_target():
@@ -80,9 +94,11 @@ def test_refuses_without_weights_unless_random_allowed(tmp_path, monkeypatch):
 
 def test_config_checks_layers():
     with pytest.raises(ConfigError, match="methods.perceptual.layer_weights"):
-        ExperimentConfig.from_dict(tiny_config_dict(**{"methods.perceptual": {"layer_weights": [1.0]}}))
-    with pytest.raises(ConfigError, match="unknown vgg19 layer"):
+        ExperimentConfig.from_dict(tiny_config_dict(**{"methods.perceptual": {"layer_weights": [1.0, 2.0]}}))
+    with pytest.raises(ConfigError, match="unknown vgg16 layer"):
         ExperimentConfig.from_dict(tiny_config_dict(**{"methods.perceptual": {"feature_layers": ["relu9_9"]}}))
+    with pytest.raises(ConfigError, match="unknown vgg16 layer"):  # VGG-16 has no relu3_4
+        ExperimentConfig.from_dict(tiny_config_dict(**{"methods.perceptual": {"feature_layers": ["relu3_4"]}}))
 
 
 def test_training_run_reports_the_perceptual_term(reporter):

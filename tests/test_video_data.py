@@ -213,6 +213,28 @@ def test_eval_clips_keep_their_first_frames_with_fixed_noise(tmp_path):
     assert not torch.equal(one.clips[0].noisy[:6], one.clips[1].noisy)
 
 
+def test_eval_clips_take_the_fixed_eval_sigma_while_training_draws_from_the_range(tmp_path):
+    """FastDVDnet's recipe: one network trained over sigma in [5, 55], evaluated at a given sigma."""
+    write_clip(tmp_path / "set" / "a", 4)
+    write_clip(tmp_path / "set" / "b", 4)
+    from resweep.config import DatasetSpec
+
+    spec = DatasetSpec(kind="video_folder", path=tmp_path / "set")
+    task = video_task(0.0, noise_sigma_range=(5.0, 55.0), eval_noise_sigma=30.0)
+    task.config.quantize_input = False
+    for seed in range(3):
+        for clip in build_clip_eval_set(spec, task, seed=seed).clips:
+            assert clip.sigma == 30.0 / 255
+            std = float((clip.noisy.double() - clip.gt.double()).std())
+            assert abs(std - 30.0 / 255) < 0.05 * 30.0 / 255
+    # training windows still draw their sigma from the range
+    drawn = {task.degrade_clip(torch.full((2, 3, 8, 8), 0.5), torch.Generator().manual_seed(s))[1] for s in range(5)}
+    assert len(drawn) == 5 and all(5 / 255 <= s <= 55 / 255 for s in drawn)
+    # without eval_noise_sigma the evaluation keeps the training rule (a drawn sigma)
+    ranged = video_task(0.0, noise_sigma_range=(5.0, 55.0))
+    assert build_clip_eval_set(spec, ranged, seed=0).clips[0].sigma != 30.0 / 255
+
+
 # --------------------------------------------------------------------------- config
 def video_config(**changes) -> dict:
     data = {

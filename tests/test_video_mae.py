@@ -92,3 +92,24 @@ def test_a_video_set_too_small_for_the_held_out_split_is_refused(tmp_path):
                                        held_out_clips=2)
     with pytest.raises(ValueError, match="has 2 clip\\(s\\); it needs more than held_out_clips=2"):
         produce_mae_video_pretrain(definition, tmp_path, StageContext())
+
+
+def test_encoder_stops_after_the_deepest_block_it_reads():
+    model = tiny_mae()  # 2 blocks
+    encoder = model.encoder
+    assert len(encoder.blocks) == 2
+    calls = [0, 0]
+    for i, block in enumerate(encoder.blocks):
+        block.register_forward_hook(lambda _m, _i, _o, i=i: calls.__setitem__(i, calls[i] + 1))
+    video = torch.rand(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        early = encoder.forward_tokens(video, blocks=[0])[0]
+        assert calls == [1, 0]  # the later block is not run
+        # the same tokens as an independent run through the first block by hand
+        reference = encoder.blocks[0](encoder.embed(video))
+        assert torch.equal(early, reference)
+        calls[:] = [0, 0]
+        last = encoder.forward_tokens(video, blocks=[0, -1])
+        assert calls == [1, 1]
+        assert torch.equal(last[0], early)
+        assert torch.equal(last[1], encoder.blocks[1](reference))

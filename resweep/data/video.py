@@ -201,7 +201,8 @@ def build_clip_eval_set(
     spec: DatasetSpec, task: Any, *, seed: int, max_side: int | None = None
 ) -> ClipEvalSet:
     """Every clip of ``spec`` (its first ``spec.max_frames``), centre-cropped to ``max_side``,
-    degraded with a generator seeded by ``(seed, clip index)``: one sigma per clip."""
+    degraded with a generator seeded by ``(seed, clip index)``: one sigma per clip
+    (``task.video.eval_noise_sigma`` when set, else the training one's rule)."""
     video_task = _video_task(task, f"evaluation set {spec.display_name} ({spec.kind})")
     source = build_video_source(spec, field="eval.sets")
     out = ClipEvalSet(name=source.name)
@@ -210,7 +211,9 @@ def build_clip_eval_set(
         gt = clip.load_frames(list(range(n)))
         if max_side is not None:
             gt = centre_crop(gt, min(gt.shape[-2], max_side), min(gt.shape[-1], max_side))
-        noisy, sigma = video_task.degrade_clip(gt, torch.Generator().manual_seed(eval_seed(seed, c)))
+        noisy, sigma = video_task.degrade_clip(
+            gt, torch.Generator().manual_seed(eval_seed(seed, c)), video_task.config.video.eval_noise_sigma
+        )
         names = [clip.frame_name(i) for i in range(n)]
         out.clips.append(EvalClip(clip.name, names, noisy.contiguous(), gt.contiguous(), sigma))
     return out

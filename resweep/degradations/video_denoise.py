@@ -99,12 +99,15 @@ class VideoDenoise(Task):
         u = float(torch.rand((), generator=generator, dtype=torch.float64))
         return rng[0] + (rng[1] - rng[0]) * u
 
-    def degrade_clip(self, frames: Tensor, generator: torch.Generator) -> tuple[Tensor, float]:
-        """``(N, 3, H, W)`` clean frames -> ``(noisy frames, sigma / 255)``: one sigma per clip,
-        independent noise per pixel, channel and frame; 8-bit rounding if configured."""
+    def degrade_clip(
+        self, frames: Tensor, generator: torch.Generator, sigma_8bit: float | None = None
+    ) -> tuple[Tensor, float]:
+        """``(N, 3, H, W)`` clean frames -> ``(noisy frames, sigma / 255)``: one sigma per clip
+        (``sigma_8bit``, else the task's), independent noise per pixel, channel and frame;
+        8-bit rounding if configured."""
         if frames.dim() != 4 or frames.shape[1] != FRAME_CHANNELS:
             raise ValueError(f"expected (N, 3, H, W) frames, got {tuple(frames.shape)}")
-        sigma = self.draw_sigma(generator) / 255.0
+        sigma = (self.draw_sigma(generator) if sigma_8bit is None else float(sigma_8bit)) / 255.0
         noisy = frames
         if sigma > 0:
             noise = torch.randn(frames.shape, generator=generator, dtype=frames.dtype, device="cpu")

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 from torch import nn
 
 from resweep.errors import WeightsNotFoundError
@@ -69,7 +69,9 @@ Variant = Literal["ctmae", "ccmae", "kmae", "ctmae_video", "kmae_video"]
 
 
 class MaePretrainKnobs(PretrainKnobs):
-    """The pretraining of CTMAE / CCMAE (and of a KMAE stand-in): becomes a ``mae_pretrain`` stage."""
+    """The pretraining of CTMAE / CCMAE (and of a KMAE stand-in): becomes a ``mae_pretrain`` stage.
+    The defaults are MAE's recipe, which the paper follows (lr = 1.5e-4 x batch / 256, AdamW
+    (0.9, 0.95), weight decay 0.05, RandomResizedCrop(0.2-1) + horizontal flip)."""
 
     arch: Literal["tiny", "small", "base"] = "small"
     depth: int | None = Field(None, ge=1, description="encoder blocks (ViT) / stages (CNN) override")
@@ -80,11 +82,24 @@ class MaePretrainKnobs(PretrainKnobs):
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(16, ge=1)
     crop: int = Field(96, ge=8)
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(
+        None, gt=0, description="absolute learning rate; None: MAE's rule base_lr x batch_size / 256"
+    )
+    base_lr: float = Field(1.5e-4, gt=0, description="MAE's base learning rate (He et al.: 1.5e-4)")
+    crop_scale: tuple[float, float] = Field(
+        (0.2, 1.0), description="RandomResizedCrop's area fractions (MAE: 0.2-1; [1, 1]: plain crops)"
+    )
     seed: int | Literal["trial"] = Field(
         0, description="pretraining seed; trial: one encoder per trial seed, each made once"
     )
     held_out_images: int = Field(1, ge=1)
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _check_crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        from resweep.config_methods import check_crop_scale
+
+        return check_crop_scale(value)
 
 
 class MaeLossConfig(MethodConfig):
@@ -158,7 +173,8 @@ class MaeLossConfig(MethodConfig):
             variant="conv" if self.variant == "ccmae" else "vit",
             arch=knobs.arch, depth=knobs.depth, width=knobs.width, region_size=knobs.region_size,
             mask_ratio=knobs.mask_ratio, norm_pix_loss=knobs.norm_pix_loss, steps=knobs.steps,
-            batch_size=knobs.batch_size, crop=knobs.crop, lr=knobs.lr, seed=knobs.seed,
+            batch_size=knobs.batch_size, crop=knobs.crop, lr=knobs.lr, base_lr=knobs.base_lr,
+            crop_scale=knobs.crop_scale, seed=knobs.seed,
             data=data.model_dump(mode="json"), held_out_images=knobs.held_out_images,
         )
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from resweep.errors import ConfigError, ResweepError, WeightsNotFoundError
 from resweep.methods.method_config import PretrainKnobs
@@ -47,7 +47,9 @@ VIDEO_VARIANTS = ("ctmae_video", "kmae_video")
 
 
 class MaeVideoPretrainKnobs(PretrainKnobs):
-    """The pretraining of CTMAE-video (and of a KMAE-video stand-in): a ``mae_video_pretrain`` stage."""
+    """The pretraining of CTMAE-video (and of a KMAE-video stand-in): a ``mae_video_pretrain`` stage.
+    The defaults are MAE-ST's recipe (lr = 1.6e-3 x batch / 256, AdamW (0.9, 0.95), weight decay
+    0.05, RandomResizedCrop(0.5-1) on every frame alike + horizontal flip)."""
 
     arch: Literal["tiny", "small"] = "small"
     mask_ratio: float = Field(0.9, gt=0, lt=1, description="fraction of tubelets hidden (MAE-ST: 0.9)")
@@ -56,7 +58,13 @@ class MaeVideoPretrainKnobs(PretrainKnobs):
     crop: int = Field(64, ge=8)
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(
+        None, gt=0, description="absolute learning rate; None: MAE-ST's rule base_lr x batch_size / 256"
+    )
+    base_lr: float = Field(1.6e-3, gt=0, description="MAE-ST's base learning rate (1.6e-3)")
+    crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="RandomResizedCrop's area fractions (MAE-ST: 0.5-1; [1, 1]: plain crops)"
+    )
     seed: int | Literal["trial"] = Field(
         0, description="pretraining seed; trial: one encoder per trial seed, each made once"
     )
@@ -65,6 +73,13 @@ class MaeVideoPretrainKnobs(PretrainKnobs):
         8, ge=0, description="last N frames of every clip kept for the held-out check (works with "
         "a single training clip)"
     )
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _check_crop_scale(cls, value: tuple[float, float]) -> tuple[float, float]:
+        from resweep.config_methods import check_crop_scale
+
+        return check_crop_scale(value)
 
 
 
@@ -104,7 +119,8 @@ def pretrain_stage(knobs: MaeVideoPretrainKnobs, data: DatasetSpec, experiment: 
     return MaeVideoPretrainStage(
         arch=knobs.arch, mask_ratio=knobs.mask_ratio, norm_pix_loss=knobs.norm_pix_loss,
         num_frames=knobs.num_frames or experiment.task.video.num_frames, crop=knobs.crop,
-        steps=knobs.steps, batch_size=knobs.batch_size, lr=knobs.lr, seed=knobs.seed,
+        steps=knobs.steps, batch_size=knobs.batch_size, lr=knobs.lr, base_lr=knobs.base_lr,
+        crop_scale=knobs.crop_scale, seed=knobs.seed,
         data=data.model_dump(mode="json"), held_out_clips=knobs.held_out_clips,
         held_out_frames=knobs.held_out_frames,
     )

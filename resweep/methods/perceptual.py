@@ -4,9 +4,14 @@
 
 ``φ`` is the frozen VGG feature network SPN uses (:class:`resweep.losses.feature_nets.VGGFeatures`,
 weights from a local file only, the same refusal when none is found); ``φ(y)`` is computed under
-``no_grad``. Each layer's distance is the mean absolute (L1) or mean squared (L2) difference of
-its feature maps, by default the pixel loss's norm. Defaults follow the common perceptual loss:
-post-ReLU features of relu2_2, relu3_3 and relu4_3 with equal weights, ImageNet normalisation.
+``no_grad``. Each layer's distance is the mean squared (L2) or mean absolute (L1) difference of
+its feature maps.
+
+Defaults: the perceptual loss the MAE-loss paper cites (Johnson et al. 2016), its feature
+reconstruction loss for super-resolution: VGG-16 relu2_2 (post-ReLU), ImageNet normalisation,
+``‖φ(ŷ) − φ(y)‖²₂ / (C·H·W)``, i.e. the mean squared difference. Johnson et al. train on that
+term alone; added to a pixel loss, its weight λ is a choice each preset states (feature values
+depend on the input convention, so λ = 1 on raw features is no neutral default).
 """
 
 from __future__ import annotations
@@ -28,10 +33,10 @@ from resweep.methods import Method, MethodConfig, MethodContext, register_method
 class PerceptualConfig(MethodConfig):
     """Knobs of the perceptual loss (``methods.perceptual.*``)."""
 
-    weight: float = Field(1.0, ge=0, description="λ")
-    feature_net: Literal["vgg16", "vgg19"] = "vgg19"
+    weight: float = Field(1.0, ge=0, description="λ (a preset states how it set it)")
+    feature_net: Literal["vgg16", "vgg19"] = Field("vgg16", description="Johnson et al.: VGG-16")
     feature_layers: list[str] = Field(
-        default_factory=lambda: ["relu2_2", "relu3_3", "relu4_3"], min_length=1
+        default_factory=lambda: ["relu2_2"], min_length=1, description="Johnson et al. (SR): relu2_2"
     )
     layer_weights: list[float] | None = Field(None, description="w_l per layer (default: all 1)")
     feature_before_relu: bool = Field(False, description="reluX_Y layers give the pre-activation")
@@ -42,12 +47,14 @@ class PerceptualConfig(MethodConfig):
     allow_random_features: bool = Field(
         False, description="run with an untrained VGG when no weights file exists (not the paper)"
     )
-    distance: Literal["same_as_pixel", "l1", "l2"] = "same_as_pixel"
+    distance: Literal["same_as_pixel", "l1", "l2"] = Field(
+        "l2", description="per-layer distance; Johnson et al.: mean squared (l2)"
+    )
 
     @field_validator("feature_layers")
     @classmethod
     def _check_layers(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        arch = info.data.get("feature_net", "vgg19")
+        arch = info.data.get("feature_net", "vgg16")
         return check_vgg_layers(value, arch)
 
     @field_validator("layer_weights")

@@ -215,10 +215,14 @@ class VideoMaeEncoder(nn.Module):
             h = torch.cat([cls, h], dim=1)
         wanted = None if blocks is None else {b % len(self.blocks) for b in blocks}
         outs: dict[int, torch.Tensor] = {}
+        # stop after the deepest block read: later blocks would cost time and change nothing
+        last = len(self.blocks) - 1 if wanted is None else max(wanted)
         for i, block in enumerate(self.blocks):
             h = block(h)
             if wanted is not None and i in wanted:
                 outs[i] = h
+            if i == last:
+                break
         if blocks is None:
             return [self.norm(h)]
         return [outs[b % len(self.blocks)] for b in blocks]

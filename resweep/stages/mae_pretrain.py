@@ -2,7 +2,9 @@
 
 Definition: which MAE (``variant`` vit = CTMAE's transformer, conv = CCMAE's CNN), its size
 (a named ``arch`` with optional ``depth``/``width`` overrides), the pretraining recipe (mask
-ratio, steps, batch, crop, optimiser) and the images (a ``DatasetSpec`` mapping: the task's
+ratio, steps, batch, crop, optimiser, augmentation; by default MAE's own: lr = 1.5e-4 x
+batch / 256, AdamW (0.9, 0.95), weight decay 0.05, RandomResizedCrop(0.2-1) + horizontal flip,
+see :mod:`resweep.stages.masked_pretraining`) and the images (a ``DatasetSpec`` mapping: the task's
 ground-truth training set for CTMAE/CCMAE, out-of-task photographs for a KMAE stand-in).
 
 Artifact files (``out_dir``): ``encoder.pt`` (the encoder's state dict, what the loss uses),
@@ -24,10 +26,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from resweep.config_methods import check_crop_scale
 from resweep.stages import StageContext, StageDefinition, register_stage
-from resweep.stages.masked_pretraining import train_masked_autoencoder
+from resweep.stages.masked_pretraining import (
+    MAE_BASE_LR,
+    random_resized_crop_box,
+    resize_square,
+    scaled_lr,
+    train_masked_autoencoder,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -51,14 +60,24 @@ class MaePretrainStage(StageDefinition):
     )
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(16, ge=1)
-    crop: int = Field(96, ge=8, description="side of the random training crops")
-    lr: float = Field(1e-3, gt=0)
+    crop: int = Field(96, ge=8, description="side of the training crops (after RandomResizedCrop)")
+    lr: float | None = Field(None, gt=0, description="absolute learning rate; None: base_lr x batch_size / 256")
+    base_lr: float = Field(MAE_BASE_LR, gt=0, description="MAE's base learning rate (He et al.: 1.5e-4)")
+    crop_scale: tuple[float, float] = Field(
+        (0.2, 1.0), description="RandomResizedCrop's range of area fractions (MAE: 0.2-1; [1, 1]: plain crops)"
+    )
     weight_decay: float = Field(0.05, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     data: dict[str, Any] = Field(description="a DatasetSpec mapping: the images to pretrain on")
     held_out_images: int = Field(1, ge=1, description="last N images (sorted) kept for the held-out check")
     heldout_crops_per_image: int = Field(8, ge=1)
     seed: int | Literal["trial"] = Field(0, description="trial: one artifact per trial seed (see StageDefinition)")
+
+    crop_scale_in_range = field_validator("crop_scale")(check_crop_scale)
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr if self.lr is not None else scaled_lr(self.base_lr, self.batch_size)
 
     @model_validator(mode="after")
     def _check(self) -> MaePretrainStage:
@@ -158,32 +177,35 @@ class _Images:
         self.name = source.name
 
     @staticmethod
-    def crop(img: torch.Tensor, side: int, generator: torch.Generator, augment: bool) -> torch.Tensor:
+    def crop(img: torch.Tensor, side: int, generator: torch.Generator,
+             scale: tuple[float, float] | None) -> torch.Tensor:
+        """A training crop (``scale``: RandomResizedCrop of that area range + horizontal flip)
+        or, ``scale`` None, a plain ``side`` crop (the held-out check)."""
         import torch
 
         h, w = img.shape[-2:]
-        top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-        out = img[:, top : top + side, left : left + side].float() / 255.0
-        if augment:
-            if torch.rand((), generator=generator) < 0.5:
-                out = out.flip(-1)
-            if torch.rand((), generator=generator) < 0.5:
-                out = out.flip(-2)
+        if scale is None:
+            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+            return img[:, top : top + side, left : left + side].float() / 255.0
+        top, left, ch, cw = random_resized_crop_box(h, w, scale, generator)
+        out = resize_square(img[:, top : top + ch, left : left + cw].float() / 255.0, side)
+        if torch.rand((), generator=generator) < 0.5:
+            out = out.flip(-1)
         return out
 
-    def batch(self, size: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    def batch(self, size: int, side: int, generator: torch.Generator, scale: tuple[float, float]) -> torch.Tensor:
         import torch
 
         picks = torch.randint(0, len(self.train), (size,), generator=generator).tolist()
-        return torch.stack([self.crop(self.train[i], side, generator, True) for i in picks])
+        return torch.stack([self.crop(self.train[i], side, generator, scale) for i in picks])
 
     def held_out_batch(self, per_image: int, side: int, seed: int) -> torch.Tensor:
         import torch
 
         generator = torch.Generator().manual_seed(seed)
         return torch.stack(
-            [self.crop(img, side, generator, False) for img in self.held_out for _ in range(per_image)]
+            [self.crop(img, side, generator, None) for img in self.held_out for _ in range(per_image)]
         )
 
 
@@ -244,12 +266,13 @@ def produce_mae_pretrain(
     context.log(
         f"mae_pretrain: {definition.variant} MAE ({params / 1e6:.2f}M parameters) on "
         f"{len(images.train)} images of {images.name}, {definition.steps} steps, batch "
-        f"{definition.batch_size}, crop {definition.crop}, mask ratio {definition.mask_ratio}"
+        f"{definition.batch_size}, crop {definition.crop} (RandomResizedCrop {list(definition.crop_scale)}), "
+        f"lr {definition.effective_lr:.3g}, mask ratio {definition.mask_ratio}"
     )
     started = time.perf_counter()
     final_train_loss = train_masked_autoencoder(
-        model, lambda generator: images.batch(definition.batch_size, definition.crop, generator),
-        steps=definition.steps, lr=definition.lr, weight_decay=definition.weight_decay,
+        model, lambda generator: images.batch(definition.batch_size, definition.crop, generator, definition.crop_scale),
+        steps=definition.steps, lr=definition.effective_lr, weight_decay=definition.weight_decay,
         warmup_fraction=definition.warmup_fraction, mask_ratio=definition.mask_ratio,
         seed=definition.seed, device=device, log=context.log, stage="mae_pretrain",
     )

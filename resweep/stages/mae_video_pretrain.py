@@ -5,7 +5,10 @@ weights file offline) pretrains the same way on other clips (e.g. the demo clips
 run must record it as a stand-in.
 
 Definition: the size (``arch`` of :data:`~resweep.models.mae_video.VIDEO_MAE_ARCHS`), the
-recipe (mask ratio 0.9 as MAE-ST, steps, batch, crop side, clip length, optimiser) and the
+recipe (mask ratio 0.9 as MAE-ST, steps, batch, crop side, clip length, optimiser,
+augmentation; by default MAE-ST's: lr = 1.6e-3 x batch / 256, AdamW (0.9, 0.95), weight decay
+0.05, RandomResizedCrop(0.5-1) alike on every frame + horizontal flip, see
+:mod:`resweep.stages.masked_pretraining`) and the
 clips (a video ``DatasetSpec`` mapping). The last ``held_out_clips`` clips, and the last
 ``held_out_frames`` frames of every other clip, are kept out of training for the held-out check
 (a tail of frames lets a task with a single training clip, as the shared bikes/carphone split
@@ -30,10 +33,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from resweep.config_methods import check_crop_scale
 from resweep.stages import StageContext, StageDefinition, register_stage
-from resweep.stages.masked_pretraining import train_masked_autoencoder
+from resweep.stages.masked_pretraining import (
+    MAE_ST_BASE_LR,
+    random_resized_crop_box,
+    resize_square,
+    scaled_lr,
+    train_masked_autoencoder,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -50,10 +60,14 @@ class MaeVideoPretrainStage(StageDefinition):
     mask_ratio: float = Field(0.9, gt=0, lt=1, description="fraction of tubelets hidden (MAE-ST: 0.9)")
     norm_pix_loss: bool = True
     num_frames: int = Field(4, ge=1, description="frames per pretraining clip window")
-    crop: int = Field(64, ge=8, description="side of the random crops (same on every frame)")
+    crop: int = Field(64, ge=8, description="side of the training crops (same on every frame)")
     steps: int = Field(2000, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(1e-3, gt=0)
+    lr: float | None = Field(None, gt=0, description="absolute learning rate; None: base_lr x batch_size / 256")
+    base_lr: float = Field(MAE_ST_BASE_LR, gt=0, description="MAE-ST's base learning rate (1.6e-3)")
+    crop_scale: tuple[float, float] = Field(
+        (0.5, 1.0), description="RandomResizedCrop's range of area fractions (MAE-ST: 0.5-1; [1, 1]: plain crops)"
+    )
     weight_decay: float = Field(0.05, ge=0)
     warmup_fraction: float = Field(0.05, ge=0, lt=1)
     data: dict[str, Any] = Field(description="a video DatasetSpec mapping: the clips to pretrain on")
@@ -63,6 +77,12 @@ class MaeVideoPretrainStage(StageDefinition):
     )
     heldout_windows_per_clip: int = Field(8, ge=1)
     seed: int | Literal["trial"] = Field(0, description="trial: one artifact per trial seed (see StageDefinition)")
+
+    crop_scale_in_range = field_validator("crop_scale")(check_crop_scale)
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr if self.lr is not None else scaled_lr(self.base_lr, self.batch_size)
 
     @model_validator(mode="after")
     def _check_held_out(self) -> MaeVideoPretrainStage:
@@ -134,16 +154,22 @@ class _Clips:
 
     @staticmethod
     def window(span: tuple[Any, int, int], frames: int, side: int, generator: torch.Generator,
-               augment: bool) -> torch.Tensor:
+               scale: tuple[float, float] | None) -> torch.Tensor:
+        """A training window (``scale``: one RandomResizedCrop of that area range for all its
+        frames + horizontal flip) or, ``scale`` None, a plain ``side`` crop (held-out check)."""
         import torch
 
         clip, first, end = span
         start = first + int(torch.randint(0, end - first - frames + 1, (1,), generator=generator))
         h, w = clip.frame_hw
-        top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
-        out = clip.load_crop(list(range(start, start + frames)), top, left, side, side)
-        if augment and torch.rand((), generator=generator) < 0.5:
+        indices = list(range(start, start + frames))
+        if scale is None:
+            top = int(torch.randint(0, h - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, w - side + 1, (1,), generator=generator))
+            return clip.load_crop(indices, top, left, side, side)
+        top, left, ch, cw = random_resized_crop_box(h, w, scale, generator)
+        out = resize_square(clip.load_crop(indices, top, left, ch, cw), side)
+        if torch.rand((), generator=generator) < 0.5:
             out = out.flip(-1)
         return out
 
@@ -151,14 +177,16 @@ class _Clips:
         import torch
 
         picks = torch.randint(0, len(self.train), (d.batch_size,), generator=generator).tolist()
-        return torch.stack([self.window(self.train[i], d.num_frames, d.crop, generator, True) for i in picks])
+        return torch.stack([
+            self.window(self.train[i], d.num_frames, d.crop, generator, d.crop_scale) for i in picks
+        ])
 
     def held_out_batch(self, d: MaeVideoPretrainStage, seed: int) -> torch.Tensor:
         import torch
 
         generator = torch.Generator().manual_seed(seed)
         return torch.stack([
-            self.window(span, d.num_frames, d.crop, generator, False)
+            self.window(span, d.num_frames, d.crop, generator, None)
             for span in self.held_out for _ in range(d.heldout_windows_per_clip)
         ])
 
@@ -197,12 +225,13 @@ def produce_mae_video_pretrain(
     context.log(
         f"mae_video_pretrain: video MAE ({params / 1e6:.2f}M parameters) on {len(clips.train)} "
         f"clip(s) of {clips.name}, {definition.steps} steps, batch {definition.batch_size} x "
-        f"{definition.num_frames} frames of {definition.crop}px, mask ratio {definition.mask_ratio}"
+        f"{definition.num_frames} frames of {definition.crop}px (RandomResizedCrop "
+        f"{list(definition.crop_scale)}), lr {definition.effective_lr:.3g}, mask ratio {definition.mask_ratio}"
     )
     started = time.perf_counter()
     final_train_loss = train_masked_autoencoder(
         model, lambda generator: clips.batch(definition, generator),
-        steps=definition.steps, lr=definition.lr, weight_decay=definition.weight_decay,
+        steps=definition.steps, lr=definition.effective_lr, weight_decay=definition.weight_decay,
         warmup_fraction=definition.warmup_fraction, mask_ratio=definition.mask_ratio,
         seed=definition.seed, device=device, log=context.log, stage="mae_video_pretrain",
     )
