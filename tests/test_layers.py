@@ -27,8 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 KNOWN_UPWARD: dict[tuple[str, str], str] = {
     ("resweep.engine.setup", "resweep.stages"): "a Trainer given no artifacts makes its stages itself "
     "(prepare_local, for `resweep train` and tests); the callers should make them and pass them in",
-    ("resweep.methods.mae_loss", "resweep.stages"): "StageDefinition for a type hint: "
-    "resweep.config_stages has it",
     ("resweep.methods.mae_loss", "resweep.stages.mae_pretrain"): "builds MaePretrainStage (could "
     "go by kind through parse_stage, as eco_config does) and loads the encoder with its loader",
     ("resweep.methods.mae_loss_video", "resweep.stages.mae_video_pretrain"): "as mae_loss, for video",

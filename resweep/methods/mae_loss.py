@@ -62,7 +62,7 @@ from resweep.methods.method_config import PretrainKnobs
 
 if TYPE_CHECKING:
     from resweep.config import DatasetSpec, ExperimentConfig
-    from resweep.stages import StageDefinition
+    from resweep.config_stages import StageDefinition
 
 ENCODER_ROLE = "encoder"
 Variant = Literal["ctmae", "ccmae", "kmae", "ctmae_video", "kmae_video"]
