@@ -170,3 +170,45 @@ def test_fractional_gpus_with_several_ddp_workers_are_refused(tmp_path, capsys):
     assert code == 2 and "gpus_per_worker" in err and "NCCL" in err, err
     study_from_dict(_study(resources={"workers": 1, "gpus_per_worker": 0.25}))  # packing trials: fine
     study_from_dict(_study(resources={"workers": 2, "gpus_per_worker": 1}))
+
+
+@pytest.mark.parametrize("resources, fits", [
+    ({"workers": 1, "cpus_per_worker": 1}, True),
+    ({"workers": 4, "cpus_per_worker": 1, "in_process": False}, False),  # 4 + the trial process's sliver > 4
+    ({"workers": 3, "cpus_per_worker": 1, "in_process": False}, True),
+    ({"workers": 1, "cpus_per_worker": 5}, False),  # no node has 5 CPUs
+    ({"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 1}, False),  # no GPU at all
+])
+def test_resources_a_fixed_cluster_can_never_give_are_refused(ray_local, resources, fits):
+    """The session's local Ray has 4 CPUs and no GPU (conftest): a trial asking for more would
+    wait for ever; on a fixed cluster it is refused, naming what was asked and what exists."""
+    from resweep.study.tuner import check_trial_fits
+
+    study = study_from_dict(_study(resources=resources))
+    if fits:
+        check_trial_fits(study, fixed=True)
+        return
+    with pytest.raises(ConfigError) as info:
+        check_trial_fits(study, fixed=True)
+    assert info.value.field == "resources"
+    assert "the cluster has" in info.value.message or "no node offers" in info.value.message
+    check_trial_fits(study, fixed=False)  # a cluster that may grow: a warning, no error
+
+
+def test_a_two_worker_study_on_a_two_cpu_machine_is_refused_before_any_trial(tmp_path):
+    """What hung for minutes on a 2-core machine (`it 0/N | starting`): 2 workers of 1 CPU plus
+    the trial process never fit 2 CPUs. `resweep run` (its own embedded Ray) refuses it."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(_study(resources={"workers": 2, "cpus_per_worker": 1})))
+    code = ("import sys\nfrom resweep.errors import ResweepError\nfrom resweep.study import run_study\n"
+            f"try:\n    run_study({str(path)!r}, study_dir={str(tmp_path / 'out')!r}, num_cpus=2, quiet=True)\n"
+            "except ResweepError as exc:\n    print(exc, file=sys.stderr)\n    sys.exit(2)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "resources" in out.stderr and "the cluster has 2 CPU" in out.stderr, out.stderr[-2000:]
+    assert not list((tmp_path / "out").glob("trials*/*")), "no trial may have started"

@@ -161,9 +161,14 @@ def _start(
     address: str | None, quiet: bool, num_cpus: int | None,
 ) -> None:
     """A new Tune experiment for the study (its folder prepared, its driver lock held)."""
-    from resweep.study.tuner import build_tuner, total_trials
+    import ray
 
+    from resweep.study.tuner import build_tuner, check_trial_fits, total_trials
+
+    # an embedded local Ray that this driver starts never grows; a cluster it joins may
+    embedded = address is None and not ray.is_initialized()
     init_ray(address, num_cpus=num_cpus)
+    check_trial_fits(study, fixed=embedded)
     artifact_keys = _prepare_stages(study, layout, storage)
     callback = _callback(study, layout, quiet, storage, artifact_keys)
     tuner = build_tuner(study, layout, storage, [callback], artifact_keys)

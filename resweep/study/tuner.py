@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,11 @@ from resweep.study.layout import TRAIN_RUNS_DIR, StudyLayout
 from resweep.study.spec import StudyConfig
 from resweep.study.trial_spec import TRIAL_KEY, TrialSettings, TrialSpec
 from resweep.trainables.tune_trial import study_trial
+
+logger = logging.getLogger("resweep.study")
+
+#: what the process of a multi-worker trial asks for beside its TorchTrainer's workers
+TRIAL_PROCESS_CPU = 0.01
 
 
 @dataclass
@@ -51,7 +57,7 @@ def trainable(
     if settings.uses_torch_trainer:
         # the trial process only drives a TorchTrainer, whose workers hold the resources;
         # Ray needs a non-empty bundle, so the driver asks for a sliver of a CPU
-        resources = {"CPU": 0.01}
+        resources = {"CPU": TRIAL_PROCESS_CPU}
     else:
         resources = {"CPU": study.resources.cpus_per_worker, "GPU": study.resources.gpus_per_worker}
     return tune.with_resources(fn, resources)
@@ -133,6 +139,50 @@ def scheduler(study: StudyConfig) -> Any:
             max_t=max_t, reduction_factor=s.reduction_factor,
         )
     return None
+
+
+def check_trial_fits(study: StudyConfig, *, fixed: bool) -> None:
+    """Refuse resources no trial could ever get, before the first trial waits for them forever.
+
+    A trial needs each of its workers' bundles on one node and, with a nested TorchTrainer, a
+    sliver of CPU for the trial process beside them (Ray Train's controller takes none). On a
+    ``fixed`` cluster (the embedded local Ray: nothing will join it) a shortfall is an error
+    naming what was asked and what exists; on a cluster that may grow (``--address``: an
+    autoscaler may add nodes) it is a warning, and trials wait.
+    """
+    import ray
+
+    r = study.resources
+    bundle = {k: v for k, v in (("CPU", r.cpus_per_worker), ("GPU", r.gpus_per_worker)) if v}
+    uses_trainer = not (r.workers == 1 and r.in_process)
+    need = {k: v * r.workers for k, v in bundle.items()}
+    if uses_trainer:
+        need["CPU"] = need.get("CPU", 0) + TRIAL_PROCESS_CPU
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    total = ray.cluster_resources()
+    problems = []
+    if not any(all(node.get(k, 0) >= v for k, v in bundle.items()) for node in nodes):
+        biggest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
+        problems.append(f"no node offers one worker's {_fmt(bundle)} (the largest has "
+                        f"{_fmt({k: biggest.get(k, 0) for k in ('CPU', 'GPU')})})")
+    short = {k: v for k, v in need.items() if total.get(k, 0) < v - 1e-9}
+    if short:
+        problems.append(f"a trial needs {_fmt(need)} in all ({r.workers} worker(s) of {_fmt(bundle)}"
+                        + (f" + {TRIAL_PROCESS_CPU} CPU for the trial process" if uses_trainer else "")
+                        + f"), the cluster has {_fmt({k: total.get(k, 0) for k in need})}")
+    if not problems:
+        return
+    message = "resources: " + "; ".join(problems)
+    if fixed:
+        from resweep.errors import ConfigError
+
+        raise ConfigError(message + "; lower resources.workers / cpus_per_worker / gpus_per_worker",
+                          field="resources")
+    logger.warning("%s: trials wait until the cluster grows (an autoscaler may add nodes)", message)
+
+
+def _fmt(resources: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in resources.items()) or "nothing"
 
 
 def max_concurrent(study: StudyConfig) -> int:
