@@ -100,6 +100,15 @@ def _layout(table: pd.DataFrame) -> _Layout:
         out_rows.append(cells)
         classes.append("baseline" if rec["baseline"] else "reference" if is_reference else "")
 
+    notes = _table_notes(table)
+    caption = f"Ablation: {attrs.get('study', '')}"
+    return _Layout(groups, headers, out_rows, classes, caption, notes)
+
+
+def _table_notes(table: pd.DataFrame) -> list[str]:
+    """The notes under an ablation table: they depend on its attributes, not on its rows."""
+    attrs = table.attrs
+    paper = attrs.get("paper")
     pct = int(round(100 * attrs.get("ci", DEFAULT_CI)))
     statuses = "/".join(attrs.get("statuses", ["finished"]))
     notes = [
@@ -124,8 +133,7 @@ def _layout(table: pd.DataFrame) -> _Layout:
             " (as published)."
         )
     notes += attrs.get("notes", [])
-    caption = f"Ablation: {attrs.get('study', '')}"
-    return _Layout(groups, headers, out_rows, classes, caption, notes)
+    return notes
 
 
 def _delta_cell(rec: dict[str, Any], c: Column, attrs: dict[str, Any]) -> _Cell:
@@ -288,7 +296,7 @@ def to_html(table: pd.DataFrame, table_id: str = "ablation", notes: bool = True)
 
 def notes_html(table: pd.DataFrame) -> str:
     """The notes under an ablation table (semantics, baseline, partial-study counts)."""
-    return '<ul class="table-notes">' + "".join(f"<li>{html_escape(n)}</li>" for n in _layout(table).notes) + "</ul>"
+    return '<ul class="table-notes">' + "".join(f"<li>{html_escape(n)}</li>" for n in _table_notes(table)) + "</ul>"
 
 
 def frame_to_html(df: pd.DataFrame, table_id: str, max_rows: int | None = None, classes: str = "plain") -> str:
