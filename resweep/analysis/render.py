@@ -4,7 +4,10 @@ Every user-supplied string is escaped for its target format."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +37,32 @@ class _Layout:
     notes: list[str]
 
 
+_MEMO: dict[int, tuple[pd.DataFrame, _Layout]] | None = None
+
+
+@contextlib.contextmanager
+def reuse_layouts() -> Iterator[None]:
+    """Within the block, the renderers lay out each table once (one layout of a 10^4-row
+    table costs seconds; the report renders it as Markdown, LaTeX and HTML). The tables must
+    not change inside the block."""
+    global _MEMO
+    outer, _MEMO = _MEMO, {}
+    try:
+        yield
+    finally:
+        _MEMO = outer
+
+
 def _layout(table: pd.DataFrame) -> _Layout:
+    if _MEMO is None:
+        return _compute_layout(table)
+    hit = _MEMO.get(id(table))
+    if hit is None or hit[0] is not table:
+        hit = _MEMO[id(table)] = (table, _compute_layout(table))
+    return hit[1]
+
+
+def _compute_layout(table: pd.DataFrame) -> _Layout:
     attrs = table.attrs
     columns = [Column(s, m) for s, m in attrs.get("columns", [])]
     titles = attrs.get("knob_titles", {})
@@ -143,9 +171,14 @@ def _delta_cell(rec: dict[str, Any], c: Column, attrs: dict[str, Any]) -> _Cell:
     if not np.isfinite(d):
         return _Cell("—", num=True)
     sig = bool(rec[f"{c.key}:sig"])
-    good = d > 0 if better(c.metric) == "max" else d < 0
+    good = d > 0 if _better(c.metric) == "max" else d < 0
     cls = ("better" if good else "worse") if sig else ""
     return _Cell(fmt_number(d, c.metric, signed=True) + ("*" if sig else ""), cls=cls, num=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _better(metric: str) -> str:
+    return better(metric)
 
 
 def _paper_cell(rec: dict[str, Any], metric: str) -> _Cell:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ from resweep.analysis import dashboard as dash
 from resweep.analysis.artifacts_section import artifacts_section
 from resweep.analysis.diagnostics_section import diagnostics_section
 from resweep.analysis.load import StudyData, load_study
+from resweep.analysis.render import reuse_layouts
 from resweep.analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, Importance, param_importance
 from resweep.analysis.tables import (
     AblationResult,
@@ -39,7 +41,8 @@ from resweep.analysis.tables import (
 )
 from resweep.analysis.trial_explorer import trial_explorer
 
-IMPORTANCE_MAX_TRIALS = 1000  # importance is fitted on a fixed random sample of larger studies
+IMPORTANCE_MAX_TRIALS = 1000
+PAGE_ABLATION_ROWS = 100  # importance is fitted on a fixed random sample of larger studies
 SAVE_IMAGES_TODO = (
     "No image crops: this study saved no outputs. Set <code>eval.save_images: true</code> and each "
     "trial's final evaluation writes <code>images/&lt;trial_id&gt;/&lt;set&gt;/&lt;image&gt;.png</code> "
@@ -89,6 +92,11 @@ def build_report(
         files.append(path)
 
     result = compute_ablation(data, metric, sets, baseline, n_boot=n_boot, seed=seed)
+    with reuse_layouts():
+        return _build(data, out, result, files, write)
+
+
+def _build(data: StudyData, out: Path, result: AblationResult, files: list[Path], write: Any) -> Report:
     ablation = result.table
     write("ablation.md", to_markdown(ablation))
     write("ablation.tex", to_latex(ablation))
@@ -121,7 +129,7 @@ def build_report(
         write("pareto.csv", pareto.to_csv(index=False))
 
     page = dash.Page(title=f"Study: {data.name}", subtitle=_subtitle(data, ablation))
-    page.sections.append(dash.Section("ablation", "Ablation table", dash.table_block(ablation_html)
+    page.sections.append(dash.Section("ablation", "Ablation table", _page_ablation(result, primary, ablation_html)
                                       + ablation_notes
                                       + '<p class="note">Also in tables/ablation.md, .tex (booktabs), .html, .csv.</p>'))
 
@@ -167,6 +175,25 @@ def build_report(
     index.write_text(dash.render_page(page), encoding="utf-8")
     files.append(index)
     return Report(index_path=index, out_dir=out, tables=tables, files=files, notes=notes)
+
+
+def _page_ablation(result: AblationResult, primary: Column | None, full_html: str) -> str:
+    """The ablation table in the page: whole when it is short; else the baseline row and the
+    rows of largest and smallest Δ of the primary column (the whole table is in tables/)."""
+    table = result.table
+    if len(table) <= PAGE_ABLATION_ROWS or primary is None or f"{primary.key}:delta" not in table.columns:
+        return dash.table_block(full_html)
+    delta = pd.to_numeric(table[f"{primary.key}:delta"], errors="coerce")
+    order = delta.sort_values(kind="stable").dropna().index
+    half = PAGE_ABLATION_ROWS // 2
+    keep = set(order[:half]) | set(order[-half:]) | set(table.index[table["baseline"].astype(bool)])
+    if "reference" in table.columns:
+        keep |= set(table.index[table["reference"].astype(bool)])
+    shown = table.loc[sorted(keep)]
+    shown.attrs = table.attrs
+    return (f'<p class="note">{len(shown)} of {len(table)} rows: the baseline and the {half} rows of largest '
+            f"and {half} of smallest Δ {html_escape(primary.key)}; every row in tables/ablation.html, .csv.</p>"
+            + dash.table_block(to_html(shown, notes=False)))
 
 
 def _primary_column(data: StudyData, columns: list[Column]) -> Column | None:

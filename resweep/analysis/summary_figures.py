@@ -80,9 +80,11 @@ def band_traces(sub: pd.DataFrame, names: list[str], colours: list[str], visible
 def extreme_traces(sub: pd.DataFrame, best: list[str], worst: list[str], labels: dict[str, str],
                    visible: bool) -> list[dict[str, Any]]:
     traces = []
+    sub = sub[sub["trial_id"].isin([*best, *worst])]  # once: the frame holds every trial's points
+    by_trial = dict(tuple(sub.groupby("trial_id", sort=False)))
     for kind, ids, style in (("best", best, "solid"), ("worst", worst, "dot")):
         for i, tid in enumerate(ids):
-            t = sub[sub["trial_id"] == tid].sort_values("iteration")
+            t = by_trial.get(tid, sub.iloc[:0]).sort_values("iteration")
             if t.empty:
                 continue
             traces.append({
