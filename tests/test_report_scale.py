@@ -94,3 +94,54 @@ def test_two_objective_pareto_front_matches_a_brute_force_check():
                             for j in range(len(v)))
             expected.append(not dominated)
         assert pareto_mask(values, modes).tolist() == expected
+
+
+NODE_DOM = """
+function El(tag){this.tag=tag;this.children=[];this.listeners={};this.value='';this._text='';this.className='';this.style={};}
+El.prototype.appendChild=function(c){this.children.push(c);return c;};
+El.prototype.addEventListener=function(t,f){this.listeners[t]=f;};
+El.prototype.setAttribute=function(){};
+Object.defineProperty(El.prototype,'textContent',{get:function(){return this._text+this.children.map(function(c){return c.textContent;}).join('\\t');},
+  set:function(v){this._text=String(v);this.children=[];}});
+var parts={input:new El('input'),select:new El('select'),'.tx-info':new El('span'),'thead tr':new El('tr'),tbody:new El('tbody')};
+var root=new El('div');root.querySelector=function(s){return parts[s];};
+var document={getElementById:function(){return root;},createElement:function(t){return new El(t);}};
+"""
+
+
+def test_the_trial_explorer_filters_and_sorts_every_trial(tmp_path):
+    """The explorer's script run by node against a minimal DOM (the browser test needs chromium)."""
+    import shutil
+    import subprocess
+
+    import pandas as pd
+    import pytest
+
+    from resweep.analysis.trial_explorer import SHOWN_ROWS, trial_explorer
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed")
+    n = SHOWN_ROWS + 50
+    trials = pd.DataFrame({"trial_id": [f"t{i:04d}" for i in range(n)],
+                           "status": ["finished" if i % 10 else "diverged" for i in range(n)],
+                           "final.psnr": [float(i % 97) for i in range(n)],
+                           "error": [EVIL if i == 3 else None for i in range(n)]})
+    html = trial_explorer(trials, sort_by="final.psnr")
+    script = re.search(r"<script>(.*)</script>", html, re.S).group(1)
+    probe = """
+var rows=function(){return parts.tbody.children.map(function(tr){return tr.children.map(function(td){return td.textContent;});});};
+var out={all:rows().length,info:parts['.tx-info'].textContent,first:rows()[0]};
+parts.select.value='diverged';parts.select.listeners.change();
+out.diverged=rows().length;out.divergedInfo=parts['.tx-info'].textContent;
+parts.select.value='';parts.input.value='T0003';parts.input.listeners.input();
+out.search=rows();
+console.log(JSON.stringify(out));
+"""
+    run = subprocess.run([node, "-e", NODE_DOM + script + probe], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["all"] == SHOWN_ROWS and out["info"] == f"{n} of {n} trials match (first {SHOWN_ROWS} shown)"
+    assert out["first"][2] == "96"  # sorted by final.psnr, largest first
+    assert out["diverged"] == n // 10 and out["divergedInfo"] == f"{n // 10} of {n} trials match"
+    assert out["search"] == [["t0003", "finished", "3", EVIL]]  # the error text, as text
