@@ -19,6 +19,7 @@ from resweep.analysis.stats import Importance, pareto_mask
 from resweep.analysis.summary_figures import (
     EXTREME_TRIALS,
     INDIVIDUAL_CURVES_MAX,
+    band_stats,
     band_traces,
     delta_rows,
     extreme_traces,
@@ -100,14 +101,17 @@ def curves_figure(data: StudyData, result: AblationResult, colouring: Colouring,
     if summarised:  # bands per colour group, the best and worst trials individually
         best, worst = extreme_trials(data, primary.key if primary is not None else None)
         labels = {t: f"{t} · {row_names[int(row_of[t])]} · seed {seed_of.get(t)}" for t in (*best, *worst)}
+        wide = base.join(curves.loc[base.index, metrics].apply(pd.to_numeric, errors="coerce"))
+        quantiles, counts = band_stats(wide, metrics)
+        extremes = wide[wide["trial_id"].isin([*best, *worst])]
     traces: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
     for mi, metric in enumerate(metrics):
         if summarised:
-            sub = base.assign(y=pd.to_numeric(curves.loc[base.index, metric], errors="coerce"))
+            sub = extremes.assign(y=extremes[metric])
             sub = sub[np.isfinite(sub["y"].to_numpy(dtype=float))]
             start = len(traces)
-            traces += band_traces(sub, colouring.names, colouring.colours, mi == 0)
+            traces += band_traces(quantiles, counts, metric, colouring.names, colouring.colours, mi == 0)
             traces += extreme_traces(sub, best, worst, labels, mi == 0)
             spans.append((start, len(traces)))
             continue

@@ -44,23 +44,32 @@ def extreme_trials(data: StudyData, key: str | None, k: int = EXTREME_TRIALS) ->
     return best, worst
 
 
-def band_traces(sub: pd.DataFrame, names: list[str], colours: list[str], visible: bool) -> list[dict[str, Any]]:
-    """Median line and 10-90 % band per colour group ``g`` of ``sub`` (trial_id, iteration, g, y)."""
-    if sub.empty:
-        return []
-    its = np.sort(sub["iteration"].unique())
+def band_stats(wide: pd.DataFrame, metrics: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Quantiles (index g, iteration, quantile) and trial counts (index g, iteration) of every
+    metric of ``wide`` (trial_id, iteration, g, one column per metric), in one grouping."""
+    its = np.sort(wide["iteration"].unique())
     if len(its) > BAND_POINTS:  # bins of iterations: a trial contributes its mean within a bin
         edges = np.linspace(its[0], its[-1], BAND_POINTS + 1)
-        sub = sub.assign(iteration=edges[np.clip(np.searchsorted(edges, sub["iteration"], "right") - 1,
-                                                 0, BAND_POINTS - 1)])
-        sub = sub.groupby(["g", "trial_id", "iteration"], sort=False, as_index=False)["y"].mean()
-    q = sub.groupby(["g", "iteration"])["y"].quantile(list(BAND_QUANTILES)).unstack()
-    n = sub.groupby(["g", "iteration"])["trial_id"].nunique()
+        binned = edges[np.clip(np.searchsorted(edges, wide["iteration"], "right") - 1, 0, BAND_POINTS - 1)]
+        wide = wide.assign(iteration=binned).groupby(["g", "trial_id", "iteration"], sort=False,
+                                                     as_index=False)[metrics].mean()
+    grouped = wide.groupby(["g", "iteration"], sort=True)[metrics]
+    return grouped.quantile(list(BAND_QUANTILES)), grouped.count()
+
+
+def band_traces(quantiles: pd.DataFrame, counts: pd.DataFrame, metric: str, names: list[str],
+                colours: list[str], visible: bool) -> list[dict[str, Any]]:
+    """Median line and 10-90 % band per colour group of one metric (from :func:`band_stats`)."""
+    q = quantiles[metric].unstack()
+    n = counts[metric]
     traces = []
     for g, frame in q.groupby(level=0, sort=True):
+        keep = (n.loc[g] > 0).to_numpy()
+        if not keep.any():
+            continue
         g = int(g)
-        x = frame.index.get_level_values(1).to_numpy(dtype=float)
-        lo, mid, hi = (frame[qq].to_numpy(dtype=float) for qq in BAND_QUANTILES)
+        x = frame.index.get_level_values(1).to_numpy(dtype=float)[keep]
+        lo, mid, hi = (frame[qq].to_numpy(dtype=float)[keep] for qq in BAND_QUANTILES)
         name, colour = plot_text(names[g]), colours[g]
         common = {"type": "scatter", "mode": "lines", "x": x, "legendgroup": f"g{g}", "visible": visible,
                   "hoverinfo": "skip", "showlegend": False}
@@ -70,7 +79,7 @@ def band_traces(sub: pd.DataFrame, names: list[str], colours: list[str], visible
         traces.append({
             "type": "scatter", "mode": "lines", "x": x, "y": mid, "name": name, "legendgroup": f"g{g}",
             "line": {"color": colour, "width": 2}, "visible": visible,
-            "customdata": np.round(np.column_stack([lo, hi, n.loc[g].to_numpy(dtype=float)]), 6).tolist(),
+            "customdata": np.round(np.column_stack([lo, hi, n.loc[g].to_numpy(dtype=float)[keep]]), 6).tolist(),
             "hovertemplate": ("iteration %{x}<br>median %{y:.5g} (10-90 %: %{customdata[0]:.5g} to "
                               "%{customdata[1]:.5g}, %{customdata[2]} trials)<extra>%{fullData.name}</extra>"),
         })
