@@ -70,7 +70,8 @@ class StudyCallback(Callback):
         self.results = StudyResults(self.layout.root)
         self.results.meta = json.loads(self.layout.meta.read_text())
         self.specs: dict[str, TrialSpec] = {}
-        self.tails: dict[str, LogTail] = {}
+        self.tails: dict[str, LogTail] = {}  # running trials only
+        self.relayed: dict[str, int] = {}  # errored trials (Tune may retry them): bytes relayed
         self.last_tail = 0.0
         self.progress = Progress(self.name, total_runs=self.total_trials, objective=self.objective,
                                  mode=self.mode, quiet=self.quiet)
@@ -84,7 +85,9 @@ class StudyCallback(Callback):
                                    group=spec.group)
         if self.artifact_keys:  # stages: which artifacts the trial reads (role -> key)
             self.results.annotate(trial.trial_id, artifacts=json.dumps(self._artifact_roles(spec)))
-        self.tails.setdefault(trial.trial_id, LogTail(self.layout.trial_log(trial.trial_id)))
+        if trial.trial_id not in self.tails:  # a retried trial appends: relay only the new lines
+            tail = self.tails[trial.trial_id] = LogTail(self.layout.trial_log(trial.trial_id))
+            tail.offset = self.relayed.pop(trial.trial_id, 0)
         self._summarize()
         self.progress.run_started(trial.trial_id, f"{trial.trial_id} {spec.describe()}", spec.iterations)
 
@@ -113,7 +116,7 @@ class StudyCallback(Callback):
         self._relay_logs(force=True)
         line, detail = self._error_text(trial)
         self.results.trial_errored(trial.trial_id, f"{line}\n\n{detail}" if detail else line)
-        self._forget(trial.trial_id)
+        self._forget(trial.trial_id, keep_offset=True)
         self.progress.message(line, style="bold red")
         self._summarize()
         self.progress.run_ended(trial.trial_id)
@@ -138,9 +141,11 @@ class StudyCallback(Callback):
             (best[f"best.{self.objective}"], str(best["trial_id"])) if best else None,
         )
 
-    def _forget(self, trial_id: str) -> None:
+    def _forget(self, trial_id: str, keep_offset: bool = False) -> None:
         """An ended trial: its log is no longer followed (what it wrote is relayed already)."""
-        self.tails.pop(trial_id, None)
+        tail = self.tails.pop(trial_id, None)
+        if keep_offset and tail is not None:
+            self.relayed[trial_id] = tail.offset
         self.specs.pop(trial_id, None)
 
     def _label(self, trial_id: str) -> str:
