@@ -1,6 +1,7 @@
-"""Report build time vs study size: synthetic studies of 10, 100 and 1,000 trials.
+"""Report build time and dashboard size vs study size: synthetic studies of 100, 1,000 and
+10,000 trials.
 
-    python benchmarks/bench_report.py [--sizes 10 100 1000] [--repeats 2] [--keep DIR]
+    python benchmarks/bench_report.py [--sizes 100 1000 10000] [--repeats 2] [--keep DIR]
 
 Each study is written in a temporary folder the way the platform writes one (study.json +
 trials/curves/per_image Parquet): 3 seeds per configuration over a grid of two numeric knobs
@@ -138,7 +139,7 @@ def _best(fn, repeats: int) -> tuple[float, float, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="write the studies here instead of a temporary folder")
     args = ap.parse_args()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import pyarrow.parquet as pq
+from resweep.study.results import read_trials
 
 from conftest import ROOT
 
@@ -21,12 +21,8 @@ ENDED = ("finished", "diverged", "pruned", "errored")
 
 
 def trial_rows(study_dir: Path) -> list[dict]:
-    """The rows of ``trials.parquet`` so far ([] before the first, or while it is rewritten)."""
-    path = Path(study_dir) / "trials.parquet"
-    try:
-        return pq.read_table(path).to_pylist() if path.is_file() else []
-    except Exception:  # caught mid-write: read again at the next poll
-        return []
+    """The rows of ``trials.parquet`` (a folder of parts) so far ([] before the first)."""
+    return read_trials(study_dir)
 
 
 def ended_rows(study_dir: Path) -> list[dict]:

@@ -287,7 +287,8 @@ def paired_differences(
     agg = pi.groupby(["row", "seed", "set", "image"], sort=False)[metrics].mean().reset_index()
     long = agg.melt(id_vars=["row", "seed", "set", "image"], value_vars=metrics,
                     var_name="metric", value_name="value")
-    long = long[[(s, m) in wanted for s, m in zip(long["set"], long["metric"], strict=True)]]
+    key = long["set"].astype(str) + "\x00" + long["metric"].astype(str)  # vectorised: 10^6 pairs
+    long = long[key.isin({f"{s}\x00{m}" for s, m in wanted})]
     base = long[long["row"] == base_row].drop(columns="row").rename(columns={"value": "base"})
     others = long[long["row"] != base_row]
     paired = others.merge(base, on=["seed", "set", "image", "metric"], how="inner")

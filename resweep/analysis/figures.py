@@ -16,6 +16,15 @@ import pandas as pd
 from resweep.analysis.load import StudyData, sort_key
 from resweep.analysis.plotly_spec import Figure, plot_text
 from resweep.analysis.stats import Importance, pareto_mask
+from resweep.analysis.summary_figures import (
+    EXTREME_TRIALS,
+    INDIVIDUAL_CURVES_MAX,
+    band_stats,
+    band_traces,
+    delta_rows,
+    extreme_traces,
+    extreme_trials,
+)
 from resweep.analysis.tables import AblationResult, Column, metric_title
 
 PALETTE = [
@@ -88,9 +97,24 @@ def curves_figure(data: StudyData, result: AblationResult, colouring: Colouring,
     row_names = result.rows.frame["row"].astype(str).to_numpy()
     few_rows = len(row_names) <= MAX_COLOUR_GROUPS
 
+    summarised = n_trials > INDIVIDUAL_CURVES_MAX
+    if summarised:  # bands per colour group, the best and worst trials individually
+        best, worst = extreme_trials(data, primary.key if primary is not None else None)
+        labels = {t: f"{t} · {row_names[int(row_of[t])]} · seed {seed_of.get(t)}" for t in (*best, *worst)}
+        wide = base.join(curves.loc[base.index, metrics].apply(pd.to_numeric, errors="coerce"))
+        quantiles, counts = band_stats(wide, metrics)
+        extremes = wide[wide["trial_id"].isin([*best, *worst])]
     traces: list[dict[str, Any]] = []
     spans: list[tuple[int, int]] = []
     for mi, metric in enumerate(metrics):
+        if summarised:
+            sub = extremes.assign(y=extremes[metric])
+            sub = sub[np.isfinite(sub["y"].to_numpy(dtype=float))]
+            start = len(traces)
+            traces += band_traces(quantiles, counts, metric, colouring.names, colouring.colours, mi == 0)
+            traces += extreme_traces(sub, best, worst, labels, mi == 0)
+            spans.append((start, len(traces)))
+            continue
         sub = base.assign(y=pd.to_numeric(curves.loc[base.index, metric], errors="coerce"))
         sub = sub[np.isfinite(sub["y"].to_numpy(dtype=float))]
         sub = _downsample(sub, cap).sort_values(["g", "trial_id", "iteration"], kind="stable")
@@ -131,7 +155,11 @@ def curves_figure(data: StudyData, result: AblationResult, colouring: Colouring,
             "args": [{"visible": visible}, {"yaxis.type": axis_type(metric), "yaxis.title.text": plot_text(metric)}],
         })
     layout = {
-        "title": {"text": f"Learning curves (one line per trial, colour: {plot_text(colouring.title)})", "x": 0.01},
+        "title": {"text": (f"Learning curves: median and 10-90 % band over the {n_trials} trials of each "
+                           f"{plot_text(colouring.title)}; best (solid) and worst (dotted) {EXTREME_TRIALS} by "
+                           f"{plot_text(primary.key if primary is not None else '')}") if summarised else
+                  f"Learning curves (one line per trial, colour: {plot_text(colouring.title)})", "x": 0.01,
+                  "font": {"size": 14}},
         "margin": {"l": 60, "r": 30, "t": 90, "b": 50},
         "xaxis": {"title": {"text": "iteration"}},
         "yaxis": {"title": {"text": plot_text(metrics[0])}, "type": axis_type(metrics[0])},
@@ -266,6 +294,7 @@ def delta_figure(result: AblationResult, column: Column | None) -> Figure | None
     d = result.diffs[result.diffs["metric"] == column.metric]
     if d.empty:
         return None
+    d, shown = delta_rows(d, result.baseline_row)
     names = result.rows.frame["row"].astype(str).to_numpy()
     points = "all" if len(d) <= 6000 else "outliers"
     traces = []
@@ -281,7 +310,7 @@ def delta_figure(result: AblationResult, column: Column | None) -> Figure | None
     base = result.table.attrs.get("baseline_name")
     layout = {
         "title": {"text": f"Per-image Δ {plot_text(metric_title(column.metric))} vs baseline row '{plot_text(base)}' "
-                          "(one point per image and seed)"},
+                          f"({plot_text(shown)})"},
         "boxmode": "group", "yaxis": {"title": {"text": f"Δ {plot_text(column.metric)}"}, "zeroline": True,
                                        "zerolinecolor": "#444", "zerolinewidth": 1.5},
         "xaxis": {"automargin": True},

@@ -4,7 +4,10 @@ Every user-supplied string is escaped for its target format."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +37,32 @@ class _Layout:
     notes: list[str]
 
 
+_MEMO: dict[int, tuple[pd.DataFrame, _Layout]] | None = None
+
+
+@contextlib.contextmanager
+def reuse_layouts() -> Iterator[None]:
+    """Within the block, the renderers lay out each table once (one layout of a 10^4-row
+    table costs seconds; the report renders it as Markdown, LaTeX and HTML). The tables must
+    not change inside the block."""
+    global _MEMO
+    outer, _MEMO = _MEMO, {}
+    try:
+        yield
+    finally:
+        _MEMO = outer
+
+
 def _layout(table: pd.DataFrame) -> _Layout:
+    if _MEMO is None:
+        return _compute_layout(table)
+    hit = _MEMO.get(id(table))
+    if hit is None or hit[0] is not table:
+        hit = _MEMO[id(table)] = (table, _compute_layout(table))
+    return hit[1]
+
+
+def _compute_layout(table: pd.DataFrame) -> _Layout:
     attrs = table.attrs
     columns = [Column(s, m) for s, m in attrs.get("columns", [])]
     titles = attrs.get("knob_titles", {})
@@ -100,6 +128,15 @@ def _layout(table: pd.DataFrame) -> _Layout:
         out_rows.append(cells)
         classes.append("baseline" if rec["baseline"] else "reference" if is_reference else "")
 
+    notes = _table_notes(table)
+    caption = f"Ablation: {attrs.get('study', '')}"
+    return _Layout(groups, headers, out_rows, classes, caption, notes)
+
+
+def _table_notes(table: pd.DataFrame) -> list[str]:
+    """The notes under an ablation table: they depend on its attributes, not on its rows."""
+    attrs = table.attrs
+    paper = attrs.get("paper")
     pct = int(round(100 * attrs.get("ci", DEFAULT_CI)))
     statuses = "/".join(attrs.get("statuses", ["finished"]))
     notes = [
@@ -124,8 +161,7 @@ def _layout(table: pd.DataFrame) -> _Layout:
             " (as published)."
         )
     notes += attrs.get("notes", [])
-    caption = f"Ablation: {attrs.get('study', '')}"
-    return _Layout(groups, headers, out_rows, classes, caption, notes)
+    return notes
 
 
 def _delta_cell(rec: dict[str, Any], c: Column, attrs: dict[str, Any]) -> _Cell:
@@ -135,9 +171,14 @@ def _delta_cell(rec: dict[str, Any], c: Column, attrs: dict[str, Any]) -> _Cell:
     if not np.isfinite(d):
         return _Cell("—", num=True)
     sig = bool(rec[f"{c.key}:sig"])
-    good = d > 0 if better(c.metric) == "max" else d < 0
+    good = d > 0 if _better(c.metric) == "max" else d < 0
     cls = ("better" if good else "worse") if sig else ""
     return _Cell(fmt_number(d, c.metric, signed=True) + ("*" if sig else ""), cls=cls, num=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _better(metric: str) -> str:
+    return better(metric)
 
 
 def _paper_cell(rec: dict[str, Any], metric: str) -> _Cell:
@@ -288,7 +329,7 @@ def to_html(table: pd.DataFrame, table_id: str = "ablation", notes: bool = True)
 
 def notes_html(table: pd.DataFrame) -> str:
     """The notes under an ablation table (semantics, baseline, partial-study counts)."""
-    return '<ul class="table-notes">' + "".join(f"<li>{html_escape(n)}</li>" for n in _layout(table).notes) + "</ul>"
+    return '<ul class="table-notes">' + "".join(f"<li>{html_escape(n)}</li>" for n in _table_notes(table)) + "</ul>"
 
 
 def frame_to_html(df: pd.DataFrame, table_id: str, max_rows: int | None = None, classes: str = "plain") -> str:

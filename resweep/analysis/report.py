@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -22,6 +23,7 @@ from resweep.analysis import dashboard as dash
 from resweep.analysis.artifacts_section import artifacts_section
 from resweep.analysis.diagnostics_section import diagnostics_section
 from resweep.analysis.load import StudyData, load_study
+from resweep.analysis.render import reuse_layouts
 from resweep.analysis.stats import DEFAULT_N_BOOT, DEFAULT_SEED, Importance, param_importance
 from resweep.analysis.tables import (
     AblationResult,
@@ -37,8 +39,10 @@ from resweep.analysis.tables import (
     to_markdown,
     trials_table,
 )
+from resweep.analysis.trial_explorer import trial_explorer
 
-MAX_TRIALS_IN_PAGE = 500
+IMPORTANCE_MAX_TRIALS = 1000
+PAGE_ABLATION_ROWS = 100  # importance is fitted on a fixed random sample of larger studies
 SAVE_IMAGES_TODO = (
     "No image crops: this study saved no outputs. Set <code>eval.save_images: true</code> and each "
     "trial's final evaluation writes <code>images/&lt;trial_id&gt;/&lt;set&gt;/&lt;image&gt;.png</code> "
@@ -88,10 +92,16 @@ def build_report(
         files.append(path)
 
     result = compute_ablation(data, metric, sets, baseline, n_boot=n_boot, seed=seed)
+    with reuse_layouts():
+        return _build(data, out, result, files, write)
+
+
+def _build(data: StudyData, out: Path, result: AblationResult, files: list[Path], write: Any) -> Report:
     ablation = result.table
     write("ablation.md", to_markdown(ablation))
     write("ablation.tex", to_latex(ablation))
-    write("ablation.html", _standalone(f"Ablation: {data.name}", to_html(ablation)))
+    ablation_html, ablation_notes = to_html(ablation, notes=False), notes_html(ablation)  # once: 10^4 rows
+    write("ablation.html", _standalone(f"Ablation: {data.name}", ablation_html + "\n" + ablation_notes))
     write("ablation.csv", ablation.to_csv(index=False))
     trials = trials_table(data, result.rows)
     write("trials.csv", trials.to_csv(index=False))
@@ -119,8 +129,8 @@ def build_report(
         write("pareto.csv", pareto.to_csv(index=False))
 
     page = dash.Page(title=f"Study: {data.name}", subtitle=_subtitle(data, ablation))
-    page.sections.append(dash.Section("ablation", "Ablation table", dash.table_block(to_html(ablation, notes=False))
-                                      + notes_html(ablation)
+    page.sections.append(dash.Section("ablation", "Ablation table", _page_ablation(result, primary, ablation_html)
+                                      + ablation_notes
                                       + '<p class="note">Also in tables/ablation.md, .tex (booktabs), .html, .csv.</p>'))
 
     fig = dash.curves_figure(data, result, colouring, primary)
@@ -149,7 +159,7 @@ def build_report(
 
     page.sections.append(dash.Section("visual", "Largest gains and losses per image",
                                       _visual_body(data, result, ranking, method_row, primary)))
-    page.sections.append(dash.Section("trials", "Trials", _trials_body(trials)))
+    page.sections.append(dash.Section("trials", "Trials", _trials_body(trials, data)))
     artifacts = artifacts_section(data)  # stages: teachers, encoders, centroids the study made
     if artifacts is not None:
         page.sections.append(artifacts)
@@ -167,6 +177,25 @@ def build_report(
     return Report(index_path=index, out_dir=out, tables=tables, files=files, notes=notes)
 
 
+def _page_ablation(result: AblationResult, primary: Column | None, full_html: str) -> str:
+    """The ablation table in the page: whole when it is short; else the baseline row and the
+    rows of largest and smallest Δ of the primary column (the whole table is in tables/)."""
+    table = result.table
+    if len(table) <= PAGE_ABLATION_ROWS or primary is None or f"{primary.key}:delta" not in table.columns:
+        return dash.table_block(full_html)
+    delta = pd.to_numeric(table[f"{primary.key}:delta"], errors="coerce")
+    order = delta.sort_values(kind="stable").dropna().index
+    half = PAGE_ABLATION_ROWS // 2
+    keep = set(order[:half]) | set(order[-half:]) | set(table.index[table["baseline"].astype(bool)])
+    if "reference" in table.columns:
+        keep |= set(table.index[table["reference"].astype(bool)])
+    shown = table.loc[sorted(keep)]
+    shown.attrs = table.attrs
+    return (f'<p class="note">{len(shown)} of {len(table)} rows: the baseline and the {half} rows of largest '
+            f"and {half} of smallest Δ {html_escape(primary.key)}; every row in tables/ablation.html, .csv.</p>"
+            + dash.table_block(to_html(shown, notes=False)))
+
+
 def _primary_column(data: StudyData, columns: list[Column]) -> Column | None:
     """The column the figures focus on: the first objective if it is a table column."""
     keys = {c.key: c for c in columns}
@@ -179,6 +208,10 @@ def _primary_column(data: StudyData, columns: list[Column]) -> Column | None:
 
 def _importance(data: StudyData, result: AblationResult) -> Importance:
     t = data.trials[data.trials["status"] == "finished"]
+    sampled = ""
+    if len(t) > IMPORTANCE_MAX_TRIALS:  # the forest's fit grows faster than the trials
+        sampled = f"fitted on a random {IMPORTANCE_MAX_TRIALS} of the {len(t)} finished trials (seed 0)"
+        t = t.sample(n=IMPORTANCE_MAX_TRIALS, random_state=0)
     knobs = [k for k in data.knobs if f"param.{k}" in t.columns]
     params = {k: [None if _missing(v) else v for v in t[f"param.{k}"].tolist()] for k in knobs}
     objectives = [
@@ -187,7 +220,10 @@ def _importance(data: StudyData, result: AblationResult) -> Importance:
     ]
     if not objectives:
         return Importance({}, "", "skipped: no finished trial reports an objective")
-    return param_importance(params, objectives)
+    found = param_importance(params, objectives)
+    if sampled:
+        found.note = "; ".join(n for n in (sampled, found.note) if n)
+    return found
 
 
 def _missing(v: object) -> bool:
@@ -226,15 +262,16 @@ def _visual_body(data: StudyData, result: AblationResult, ranking: pd.DataFrame,
     return body + (crops if found else f'<p class="todo">{SAVE_IMAGES_TODO}</p>')
 
 
-def _trials_body(trials: pd.DataFrame) -> str:
+def _trials_body(trials: pd.DataFrame, data: StudyData) -> str:
     problems = trials[trials["status"].isin(["diverged", "errored"])]
     body = ""
     if not problems.empty:
         shown = problems.assign(error=problems["error"].str.slice(0, 400))
         body += "<h3>Diverged and errored trials</h3>" + dash.frame_block(shown, "problems", max_rows=100)
-    body += (f"<details><summary>All {len(trials)} trials</summary>"
-             + dash.frame_block(trials.assign(error=trials["error"].str.slice(0, 200)), "trials-table",
-                                max_rows=MAX_TRIALS_IN_PAGE) + "</details>")
+    objective = data.objectives[0] if data.objectives else None
+    sort_by = f"final.{objective['metric']}" if objective else None
+    body += f"<h3>All {len(trials)} trials</h3>" + trial_explorer(
+        trials, sort_by=sort_by, descending=objective is None or objective["mode"] == "max")
     return body
 
 

@@ -112,6 +112,9 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     if idx.size == 0:
         return mask
     w = v[idx]
+    if w.shape[1] == 2:  # a sweep in O(n log n): quality against cost, the common case
+        mask[idx[~_dominated_2d(w)]] = True
+        return mask
     # j dominates i when w[j] >= w[i] everywhere and > somewhere; chunked to bound memory
     dominated = np.zeros(len(w), dtype=bool)
     for start in range(0, len(w), 512):
@@ -121,6 +124,27 @@ def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
         dominated[start:start + 512] = (ge & gt).any(axis=1)
     mask[idx[~dominated]] = True
     return mask
+
+
+def _dominated_2d(w: np.ndarray) -> np.ndarray:
+    """Rows of ``w`` (n, 2; larger is better) that another row dominates. Visited by x
+    descending: a row is dominated by an earlier x-group whose best y is >= its y, or by a row
+    of its own x-group with a larger y."""
+    order = np.lexsort((-w[:, 1], -w[:, 0]))
+    x, y = w[order, 0], w[order, 1]
+    dominated = np.zeros(len(w), dtype=bool)
+    best_before = -np.inf
+    start = 0
+    while start < len(x):
+        end = start + 1
+        while end < len(x) and x[end] == x[start]:
+            end += 1
+        group_best = y[start]  # sorted by y descending within the group
+        for i in range(start, end):
+            dominated[order[i]] = best_before >= y[i] or y[i] < group_best
+        best_before = max(best_before, group_best)
+        start = end
+    return dominated
 
 
 # --------------------------------------------------------------------------- importance

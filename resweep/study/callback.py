@@ -70,7 +70,8 @@ class StudyCallback(Callback):
         self.results = StudyResults(self.layout.root)
         self.results.meta = json.loads(self.layout.meta.read_text())
         self.specs: dict[str, TrialSpec] = {}
-        self.tails: dict[str, LogTail] = {}
+        self.tails: dict[str, LogTail] = {}  # running trials only
+        self.relayed: dict[str, int] = {}  # errored trials (Tune may retry them): bytes relayed
         self.last_tail = 0.0
         self.progress = Progress(self.name, total_runs=self.total_trials, objective=self.objective,
                                  mode=self.mode, quiet=self.quiet)
@@ -83,8 +84,10 @@ class StudyCallback(Callback):
         self.results.trial_started(trial.trial_id, spec.label, spec.seed, spec.params, spec.experiment,
                                    group=spec.group)
         if self.artifact_keys:  # stages: which artifacts the trial reads (role -> key)
-            self.results.trials[trial.trial_id]["artifacts"] = json.dumps(self._artifact_roles(spec))
-        self.tails.setdefault(trial.trial_id, LogTail(self.layout.trial_log(trial.trial_id)))
+            self.results.annotate(trial.trial_id, artifacts=json.dumps(self._artifact_roles(spec)))
+        if trial.trial_id not in self.tails:  # a retried trial appends: relay only the new lines
+            tail = self.tails[trial.trial_id] = LogTail(self.layout.trial_log(trial.trial_id))
+            tail.offset = self.relayed.pop(trial.trial_id, 0)
         self._summarize()
         self.progress.run_started(trial.trial_id, f"{trial.trial_id} {spec.describe()}", spec.iterations)
 
@@ -103,15 +106,17 @@ class StudyCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         spec = self.specs.get(trial.trial_id)
         total = spec.iterations if spec else int(self.results.meta.get("iterations") or 0)
-        self.results.trial_completed(trial.trial_id, trial.last_result, total)
+        status = self.results.trial_completed(trial.trial_id, trial.last_result, total)
         self._relay_logs(force=True)
+        self._forget(trial.trial_id)
         self._summarize()
-        self.progress.run_ended(trial.trial_id, self.results.trials[trial.trial_id].get("status"))
+        self.progress.run_ended(trial.trial_id, status)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._relay_logs(force=True)
         line, detail = self._error_text(trial)
         self.results.trial_errored(trial.trial_id, f"{line}\n\n{detail}" if detail else line)
+        self._forget(trial.trial_id, keep_offset=True)
         self.progress.message(line, style="bold red")
         self._summarize()
         self.progress.run_ended(trial.trial_id)
@@ -123,8 +128,8 @@ class StudyCallback(Callback):
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         for trial_id in self.results.mark_lost({t.trial_id for t in trials}):
             self.progress.message(f"{trial_id}: lost with the driver before Tune recorded it; marked errored")
-        self.results.flush(force=True)
         self._relay_logs(force=True)
+        self.results.compact()  # one chunk per dataset: the study reads fast and as one file
         self._summarize()
         self.progress.stop()
 
@@ -135,6 +140,13 @@ class StudyCallback(Callback):
             self.results.counts(),
             (best[f"best.{self.objective}"], str(best["trial_id"])) if best else None,
         )
+
+    def _forget(self, trial_id: str, keep_offset: bool = False) -> None:
+        """An ended trial: its log is no longer followed (what it wrote is relayed already)."""
+        tail = self.tails.pop(trial_id, None)
+        if keep_offset and tail is not None:
+            self.relayed[trial_id] = tail.offset
+        self.specs.pop(trial_id, None)
 
     def _label(self, trial_id: str) -> str:
         spec = self.specs.get(trial_id)

@@ -2,15 +2,16 @@
 
 Files (names in :mod:`resweep.study.layout`, schema in docs/results-schema.md):
 
-- ``trials.parquet``: one row per trial (a single small file, rewritten atomically);
-- ``curves.parquet/<trial_id>.parquet``: every report of one trial;
-- ``per_image.parquet/<trial_id>.parquet``: per-image metrics of every evaluation of one trial;
+- ``trials.parquet/``: one row per trial;
+- ``curves.parquet/``: every report of every trial;
+- ``per_image.parquet/``: per-image metrics of every evaluation of every trial;
 - ``study.json``: what the analysis needs to know about the study.
 
-A flush rewrites only the parts of the trials that reported since the last one (never the
-whole study's curves), each part atomically: a reader never sees a partial file and a killed
-driver loses at most the reports since the last flush. Read the folders as one dataset with
-:func:`resweep.study.layout.read_parquet`.
+Each of the three datasets is a folder of parts (:mod:`resweep.study.parts`): a running
+trial's rows in its own part, ended trials' rows in chunks. A flush rewrites only the parts
+of the trials that changed since the last one, each part atomically: a reader never sees a
+partial file and a killed driver loses at most the reports since the last flush. Read the
+folders as one dataset with :func:`resweep.study.layout.read_parquet`.
 
 No torch, no Ray: ``resweep status`` uses the queries at the bottom.
 """
@@ -18,139 +19,208 @@ No torch, no Ray: ``resweep status`` uses the queries at the bottom.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 from resweep.engine.records import NOTES_KEY, split_report
-from resweep.fileio import atomic_path, write_text_atomic
-from resweep.metrics.directions import metric_direction
+from resweep.fileio import write_text_atomic
 from resweep.status import ENDED, Status
 from resweep.study.layout import (
     CURVES_FILE,
     PER_IMAGE_FILE,
+    TRIALS_FILE,
     StudyLayout,
     parquet_exists,
     read_parquet,
 )
-
-
-def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
-
-
-def _scalar(value: Any) -> Any:
-    """Parquet-friendly: lists and dicts become JSON text so a column keeps one type."""
-    if isinstance(value, list | tuple | dict):
-        return json.dumps(value)
-    return value
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def better(metric: str, mode: str | None = None) -> str:
-    """Direction in which a metric improves: the objective's mode, else the one table of directions."""
-    return metric_direction(metric, mode)
-
-
-def rows_to_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """Rows (dicts with possibly different keys) as a table; a column mixing types holds JSON text."""
-    columns: dict[str, list[Any]] = {}
-    for row in rows:
-        for key in row:
-            columns.setdefault(key, [])
-    for key in columns:
-        columns[key] = [_plain(row.get(key)) for row in rows]
-    return pa.table({k: _column(v) for k, v in columns.items()}) if rows else pa.table({})
-
-
-def _plain(value: Any) -> Any:
-    return value.value if isinstance(value, Status) else value
-
-
-def _column(values: list[Any]) -> pa.Array:
-    try:
-        return pa.array(values)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([None if v is None else json.dumps(v) if not isinstance(v, str) else v for v in values])
-
-
-def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(rows_to_table(rows), tmp)
-
+from resweep.study.parts import (
+    adopt_single_file,
+    compact,
+    next_chunk,
+    recover_single_file,
+    remove,
+    write_chunk,
+)
+from resweep.study.table_rows import _is_number, _scalar, better, flatten, rows_to_table, write_rows
 
 # the error of a trial lost with a stopped driver (see StudyResults.mark_lost)
 LOST_TRIAL_ERROR = (
     "lost with the driver: the study stopped after this trial started and before Tune recorded "
     "it, so the resumed study could not continue it (a searcher draws such a configuration again)"
 )
+DATASETS = (TRIALS_FILE, CURVES_FILE, PER_IMAGE_FILE)
+CHUNK_TRIALS = 256  # ended trials gathered into one chunk (their own parts then removed)
+_ENDED = frozenset(s.value for s in ENDED)
+
+
+@dataclass
+class _Trial:
+    """What the driver holds of one trial: its row, reports and per-image rows."""
+
+    row: dict[str, Any]
+    curves: list[dict[str, Any]] = field(default_factory=list)
+    per_image: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ended(self) -> bool:
+        return str(self.row.get("status")) in _ENDED
+
+    def rows(self, dataset: str) -> list[dict[str, Any]]:
+        return [self.row] if dataset == TRIALS_FILE else self.curves if dataset == CURVES_FILE else self.per_image
 
 
 class StudyResults:
+    """The study's datasets as the driver writes them (see :mod:`resweep.study.parts`).
+
+    In memory: the trials not ended (``live``) and the ended ones whose rows wait to be moved
+    into a chunk (at most :data:`CHUNK_TRIALS`); of every other trial only its status and best
+    objective values, for the counts and the best trial. Nothing per event grows with the
+    number of trials the study already holds."""
+
     def __init__(self, study_dir: str | Path, meta: dict[str, Any] | None = None):
         self.layout = StudyLayout(Path(study_dir))
         self.dir = self.layout.root
         self.dir.mkdir(parents=True, exist_ok=True)
         self.meta = meta or {}
-        self.trials: dict[str, dict[str, Any]] = {}
-        self.curves: dict[str, list[dict[str, Any]]] = {}  # trial_id -> its reports
-        self.per_image: dict[str, list[dict[str, Any]]] = {}
-        self._dirty_trials = False
+        self._live: dict[str, _Trial] = {}
+        self._pending: dict[str, _Trial] = {}  # ended, own parts written, not yet in a chunk
+        self._ended: dict[str, tuple[str, dict[str, float]]] = {}  # status, best.<objective>
+        self._ended_counts: dict[str, int] = {}
+        self._best_cache: dict[tuple[str, str], tuple[float, str] | None] = {}
+        self._dirty_rows: set[str] = set()
         self._dirty_parts: set[str] = set()
         self._last_flush = 0.0
         self.load()
 
+    @property
+    def trials(self) -> dict[str, dict[str, Any]]:
+        """Rows the driver holds (running trials and recently ended ones), by trial id."""
+        return {tid: t.row for tid, t in (*self._pending.items(), *self._live.items())}
+
     # ------------------------------------------------------------------ disk
     def load(self) -> None:
-        self.trials, self.curves, self.per_image = {}, {}, {}
-        for row in read_trials(self.dir):
-            self.trials[str(row["trial_id"])] = row
-        for name, store in ((CURVES_FILE, self.curves), (PER_IMAGE_FILE, self.per_image)):
+        self._live, self._pending, self._ended, self._ended_counts = {}, {}, {}, {}
+        self._best_cache = {}
+        for name in DATASETS:
+            recover_single_file(self.dir / name)
+            adopt_single_file(self.dir / name)  # a study written before parts existed
+        if self.layout.meta.is_file() and not self.meta:
+            self.meta = json.loads(self.layout.meta.read_text())
+        keys = ["status", *(f"best.{m}" for m in self._objectives())]
+        open_ids = set()
+        if parquet_exists(self.layout.trials):
+            for row in read_parquet(self.layout.trials, columns=keys).to_pylist():
+                tid = str(row["trial_id"])
+                if str(row.get("status")) in _ENDED:
+                    self._add_ended(tid, row)
+                else:
+                    open_ids.add(tid)
+        for tid, trial in self._read_trials(open_ids).items():
+            self._live[tid] = trial
+
+    def _objectives(self) -> dict[str, str]:
+        return {o["metric"]: o.get("mode") or "max" for o in self.meta.get("objectives", [])}
+
+    def _read_trials(self, ids: set[str]) -> dict[str, _Trial]:
+        """Rows of these trials from disk (a trial resumed after its rows left memory)."""
+        if not ids:
+            return {}
+        out = {tid: _Trial(row={"trial_id": tid}) for tid in ids}
+        for name in DATASETS:
             path = self.dir / name
             if not parquet_exists(path):
                 continue
-            for row in read_parquet(path).to_pylist():
-                store.setdefault(str(row["trial_id"]), []).append(row)
-            if path.is_file():  # a study written before parts existed: convert on next flush
-                path.unlink()
-                self._dirty_parts.update(store)
-        if self.layout.meta.is_file() and not self.meta:
-            self.meta = json.loads(self.layout.meta.read_text())
+            for row in read_parquet(path, trial_ids=ids).to_pylist():
+                row = {k: v for k, v in row.items() if v is not None or name == TRIALS_FILE}
+                trial = out[str(row["trial_id"])]
+                if name == TRIALS_FILE:
+                    trial.row = {k: v for k, v in row.items() if v is not None or k in ("error", "ended_at")}
+                else:
+                    trial.rows(name).append(row)
+        for trial in out.values():
+            for rows in (trial.curves, trial.per_image):
+                rows.sort(key=lambda r: r.get("iteration") or -1)
+        return out
 
     def write_meta(self) -> None:
         write_text_atomic(self.layout.meta, json.dumps(self.meta, indent=2, default=str))
 
     def flush(self, force: bool = False, min_interval_s: float = 2.0) -> None:
-        if not (self._dirty_trials or self._dirty_parts):
+        if not (self._dirty_rows or self._dirty_parts):
             return
         if not force and time.monotonic() - self._last_flush < min_interval_s:
             return
-        for trial_id in sorted(self._dirty_parts):
-            for name, store in ((CURVES_FILE, self.curves), (PER_IMAGE_FILE, self.per_image)):
-                rows = store.get(trial_id)
+        for tid in sorted(self._dirty_rows | self._dirty_parts):
+            trial = self._live.get(tid) or self._pending[tid]
+            names = [TRIALS_FILE] if tid in self._dirty_rows else []
+            names += [CURVES_FILE, PER_IMAGE_FILE] if tid in self._dirty_parts else []
+            for name in names:
+                rows = trial.rows(name)
                 if rows:
-                    write_rows(rows, self.layout.part(name, trial_id))
-        if self._dirty_trials:
-            write_rows(list(self.trials.values()), self.layout.trials)
-        self._dirty_trials = False
+                    write_rows(rows, self.layout.part(name, tid))
+            if trial.ended and tid in self._live:
+                self._pending[tid] = self._live.pop(tid)
+                self._add_ended(tid, trial.row)
+        self._dirty_rows.clear()
         self._dirty_parts.clear()
         self._last_flush = time.monotonic()
+        if len(self._pending) >= CHUNK_TRIALS:
+            self._move_pending_to_chunks()
+
+    def _move_pending_to_chunks(self) -> None:
+        """Ended trials' own parts -> one chunk per dataset (written once: constant per trial)."""
+        if not self._pending:
+            return
+        for name in DATASETS:
+            folder = self.dir / name
+            rows = [r for t in self._pending.values() for r in t.rows(name)]
+            if rows:
+                write_chunk(folder, rows_to_table(rows), next_chunk(folder))
+            remove([self.layout.part(name, tid) for tid in self._pending])
+        self._pending.clear()
+
+    def compact(self) -> None:
+        """Everything written, each dataset folder merged into one chunk (end of an experiment)."""
+        self.flush(force=True)
+        self._move_pending_to_chunks()
+        for name in DATASETS:
+            compact(self.dir / name)
+
+    # ------------------------------------------------------------------ ended trials' summary
+    def _add_ended(self, tid: str, row: dict[str, Any]) -> None:
+        self._drop_ended(tid)
+        status = str(row.get("status"))
+        bests = {k[5:]: row[k] for k in row if k.startswith("best.") and _is_number(row.get(k))}
+        self._ended[tid] = (status, bests)
+        self._ended_counts[status] = self._ended_counts.get(status, 0) + 1
+        for (metric, mode), best in list(self._best_cache.items()):
+            value = bests.get(metric)
+            if value is not None and status != Status.DIVERGED.value and (
+                    best is None or (value > best[0] if mode == "max" else value < best[0])):
+                self._best_cache[(metric, mode)] = (value, tid)
+
+    def _drop_ended(self, tid: str) -> None:
+        old = self._ended.pop(tid, None)
+        if old is not None:
+            self._ended_counts[old[0]] -= 1
+            self._best_cache = {k: v for k, v in self._best_cache.items() if v is None or v[1] != tid}
+
+    def _open(self, tid: str) -> _Trial:
+        """The trial's rows in memory, read back when it had left (resumed, or a late report)."""
+        if tid in self._live:
+            return self._live[tid]
+        trial = self._pending.pop(tid, None)
+        if trial is None and tid in self._ended:
+            trial = self._read_trials({tid})[tid]
+        if trial is None:
+            trial = _Trial(row={"trial_id": tid, "status": Status.RUNNING.value})
+        self._drop_ended(tid)
+        self._live[tid] = trial
+        return trial
 
     # ------------------------------------------------------------------ events
     def trial_started(
@@ -163,9 +233,11 @@ class StudyResults:
         *,
         group: str = "",
     ) -> None:
-        row = self.trials.get(trial_id)
-        if row is not None and row.get("status") in (Status.FINISHED, Status.DIVERGED, Status.PRUNED):
+        status = self.status(trial_id)
+        if status in (Status.FINISHED, Status.DIVERGED, Status.PRUNED):
             return  # a restored trial that already ended: keep its row
+        known = status is not None
+        trial = self._open(trial_id)
         row = {
             "trial_id": trial_id,
             "label": label,
@@ -179,14 +251,19 @@ class StudyResults:
             **{f"param.{k}": _scalar(v) for k, v in params.items()},
             **{f"config.{k}": _scalar(v) for k, v in flatten(experiment).items()},
         }
-        if trial_id in self.trials:  # restarted: keep what it had reported
-            old = self.trials[trial_id]
+        if known:  # restarted: keep what it had reported
+            old = trial.row
             row = {**row, **{k: v for k, v in old.items() if k.startswith(("final.", "best."))}}
-            row["iterations"] = old.get("iterations", 0)
+            row["iterations"] = old.get("iterations") or 0
             row["started_at"] = old.get("started_at") or row["started_at"]
-        self.trials[trial_id] = row
-        self._dirty_trials = True
+        trial.row = row
+        self._dirty_rows.add(trial_id)
         self.flush(force=True)
+
+    def annotate(self, trial_id: str, **values: Any) -> None:
+        """Extra columns of a trial's row (written with its next flush)."""
+        self._open(trial_id).row.update(values)
+        self._dirty_rows.add(trial_id)
 
     def trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         scalars, per_image = split_report(result)
@@ -196,8 +273,8 @@ class StudyResults:
             if key in ("config", "trial_id") or isinstance(value, dict | list):
                 continue
             curve[key] = value
-        curves = self.curves.setdefault(trial_id, [])
-        images = self.per_image.setdefault(trial_id, [])
+        trial = self._open(trial_id)
+        curves, images = trial.curves, trial.per_image
         if iteration is not None:
             # reports repeated by a trial resumed from an earlier checkpoint replace the old ones
             curves[:] = [r for r in curves if (r.get("iteration") or -1) < iteration]
@@ -206,14 +283,14 @@ class StudyResults:
         curves.append(curve)
         images.extend({"trial_id": trial_id, **r} for r in per_image)
 
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "status": Status.RUNNING.value})
+        row = trial.row
         if iteration is not None:
             row["iterations"] = iteration
         if isinstance(result.get(NOTES_KEY), str):
             row[NOTES_KEY] = result[NOTES_KEY]
         if "time_total_s" in scalars:
             row["time_total_s"] = scalars["time_total_s"]
-        objectives = {o["metric"]: o["mode"] for o in self.meta.get("objectives", [])}
+        objectives = self._objectives()
         for key, value in scalars.items():
             if not (key.startswith("eval.") or key in objectives or key in ("time_per_step", "loss.total")):
                 continue
@@ -232,12 +309,13 @@ class StudyResults:
             rule = scalars.get("diverged_rule") or "loss"
             detail = scalars.get("diverged_detail") or f"loss {scalars.get('diverged_loss')}"
             row["error"] = f"diverged ({rule}): {detail}"
-        self._dirty_trials = True
+        self._dirty_rows.add(trial_id)
         self._dirty_parts.add(trial_id)
         self.flush()
 
-    def trial_completed(self, trial_id: str, last_result: dict[str, Any] | None, total_iterations: int) -> None:
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
+    def trial_completed(self, trial_id: str, last_result: dict[str, Any] | None, total_iterations: int) -> str:
+        """Record the end of a trial; returns its status."""
+        row = self._open(trial_id).row
         last = last_result or {}
         if last.get("status") == Status.DIVERGED or row.get("status") == Status.DIVERGED:
             row["status"] = Status.DIVERGED.value
@@ -246,15 +324,16 @@ class StudyResults:
         else:
             row["status"] = Status.FINISHED.value
         row["ended_at"] = time.time()
-        self._dirty_trials = True
+        self._dirty_rows.add(trial_id)
         self.flush(force=True)
+        return str(row["status"])
 
     def trial_errored(self, trial_id: str, message: str) -> None:
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
+        row = self._open(trial_id).row
         row["status"] = Status.ERRORED.value
         row["error"] = message[-4000:]
         row["ended_at"] = time.time()
-        self._dirty_trials = True
+        self._dirty_rows.add(trial_id)
         self.flush(force=True)
 
     def mark_lost(self, known_trial_ids: set[str]) -> list[str]:
@@ -263,8 +342,8 @@ class StudyResults:
         resumed study cannot continue it. They become ``errored`` with :data:`LOST_TRIAL_ERROR`
         (kept, not deleted: their curves say how far they got). Returns their ids."""
         lost = [
-            trial_id for trial_id, row in self.trials.items()
-            if trial_id not in known_trial_ids and not Status(row.get("status") or Status.RUNNING).ended
+            trial_id for trial_id, trial in self._live.items()
+            if trial_id not in known_trial_ids and not Status(trial.row.get("status") or Status.RUNNING).ended
         ]
         for trial_id in lost:
             self.trial_errored(trial_id, LOST_TRIAL_ERROR)
@@ -276,11 +355,33 @@ class StudyResults:
             shutil.rmtree(self.dir / name, ignore_errors=True)
 
     # ------------------------------------------------------------------ queries
+    def status(self, trial_id: str) -> str | None:
+        trial = self._live.get(trial_id) or self._pending.get(trial_id)
+        if trial is not None:
+            return str(trial.row.get("status"))
+        ended = self._ended.get(trial_id)
+        return ended[0] if ended else None
+
     def counts(self) -> dict[str, int]:
-        return count_statuses(self.trials.values())
+        counts = count_statuses(t.row for t in self._live.values())
+        for status, n in self._ended_counts.items():
+            counts[status] = counts.get(status, 0) + n
+        return counts
 
     def best(self, metric: str, mode: str) -> dict[str, Any] | None:
-        return best_trial(self.trials.values(), metric, mode)
+        key = (metric, mode)
+        if key not in self._best_cache:  # once per objective, then kept up to date
+            self._best_cache[key] = None
+            rows = [{"trial_id": tid, "status": st, f"best.{metric}": b.get(metric)}
+                    for tid, (st, b) in self._ended.items()]
+            found = best_trial(rows, metric, mode)
+            if found is not None:
+                self._best_cache[key] = (found[f"best.{metric}"], str(found["trial_id"]))
+        candidates = [t.row for t in self._live.values()]
+        ended = self._best_cache[key]
+        if ended is not None:
+            candidates.append({"trial_id": ended[1], f"best.{metric}": ended[0]})
+        return best_trial(candidates, metric, mode)
 
 
 # --------------------------------------------------------------------------- light readers

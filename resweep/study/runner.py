@@ -23,7 +23,7 @@ from resweep.study.layout import (
     TUNE_DIR,
     StudyLayout,
 )
-from resweep.study.results import StudyResults, count_ended, count_statuses
+from resweep.study.results import StudyResults, count_ended, count_statuses, read_trials
 from resweep.study.spec import StudyConfig, load_study, study_from_dict, study_to_yaml
 from resweep.trainables.runtime import init_ray
 
@@ -111,7 +111,7 @@ def _fit(tuner: Any, layout: StudyLayout, planned: int) -> None:
         for lg in ray_loggers:
             lg.removeFilter(quiet_filter)
     errors = [r for r in results if r.error]
-    counts = count_statuses(StudyResults(layout.root).trials.values())
+    counts = count_statuses(read_trials(layout.root))
     ended = count_ended(counts)
     summary = (f"{counts['finished']} finished, {counts['pruned']} pruned, "
                f"{counts['diverged']} diverged, {counts['errored']} errored")
