@@ -56,7 +56,8 @@ def kill_driver_when(
             assert time.monotonic() < deadline, "study made no progress"
             time.sleep(0.5)
     finally:
-        os.kill(driver.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # a driver that died shows its output above
+            os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
         _kill_group(driver.pid)
     return {r["trial_id"]: r for r in rows}

@@ -11,12 +11,12 @@ import subprocess
 import sys
 import time
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from resweep.study.driver_lock import STALE_AFTER_S, StudyLocked, driver_lock
 from resweep.study.layout import DRIVER_LOCK
+from resweep.study.results import read_trials
 
 from conftest import ROOT, tiny_config_dict
 from kill_resume import CLI, _kill_group, driver_env, resume
@@ -116,13 +116,13 @@ def test_drivers_killed_at_random_moments_from_the_first_second_each_resume(tmp_
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait()
         _kill_group(driver.pid)
-        if (study_dir / "trials.parquet").is_file():
-            for row in pq.read_table(study_dir / "trials.parquet").to_pylist():
+        if (study_dir / "trials.parquet").exists():
+            for row in read_trials(study_dir):
                 if row["status"] == "finished":
                     finished_seen.setdefault(row["trial_id"], row["started_at"])
         argv = [*CLI, "resume", str(study_dir)]
     resume(study_dir)
-    rows = pq.read_table(study_dir / "trials.parquet").to_pylist()
+    rows = read_trials(study_dir)
     finished = [r for r in rows if r["status"] == "finished"]
     assert sorted(r["param.optim.lr"] for r in finished) == sorted(values), rows
     assert all(r["status"] in ("finished", "errored") for r in rows)

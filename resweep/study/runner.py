@@ -200,7 +200,7 @@ def resume_study(
     with driver_lock(layout.root):
         init_ray(address, num_cpus=num_cpus)
         if not tune.Tuner.can_restore(tune_path):
-            ended = count_ended(count_statuses(StudyResults(layout.root).trials.values()))
+            ended = count_ended(count_statuses(read_trials(layout.root)))
             if ended:
                 raise ResweepError(
                     f"no Ray Tune state to resume in {tune_path}, but {ended} trial(s) of the study "
