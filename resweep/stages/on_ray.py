@@ -18,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 from resweep.errors import ResweepError
 from resweep.stages.base import definition_digest
 from resweep.stages.produce import FAILED, PRODUCED, ArtifactRecord, PlannedStage, plan, produce
+
+#: how often Ray reruns a stage task whose node or worker process died
+STAGE_TASK_RETRIES = 3
 from resweep.study.layout import ARTIFACTS_FILE
 
 if TYPE_CHECKING:
@@ -78,7 +81,9 @@ def prepare_stages(
             prepared.keys[definition_digest(definition)] = roles[role]
     if not planned:
         return prepared
-    remote = ray.remote(_produce_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=0)
+    # retried when its node dies (a spot worker reclaimed mid-teacher): the commit protocol makes a
+    # second attempt safe; an exception raised by the producer itself is not retried
+    remote = ray.remote(_produce_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=STAGE_TASK_RETRIES)
     done: dict[str, ArtifactRecord] = {}
     waiting = dict(planned)
     log(f"stages: {len(planned)} artifact(s) for this study: {', '.join(planned)}")
