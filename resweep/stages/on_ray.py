@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from resweep.errors import ResweepError
 from resweep.stages.base import definition_digest
 from resweep.stages.produce import FAILED, PRODUCED, ArtifactRecord, PlannedStage, plan, produce
+from resweep.study.layout import ARTIFACTS_FILE
 
 #: how often Ray reruns a stage task whose node or worker process died
 STAGE_TASK_RETRIES = 3
-from resweep.study.layout import ARTIFACTS_FILE
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
