@@ -196,3 +196,41 @@ def test_the_callback_follows_only_running_trials_logs(tmp_path):
     assert callback.tails["c1"].new_lines() == ["2026-01-01 00:00:01 WARNING second"]
     counts = callback.results.counts()
     assert counts["finished"] == 1 and counts["running"] == 2 and counts["errored"] == 0
+
+
+def test_a_part_replaced_while_it_is_read_is_read_whole(tmp_path):
+    """A running trial's part is replaced (atomic rename) while readers poll it; each read must
+    see one whole file, never a footer of one version with the pages of the next."""
+    import threading
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from resweep.fileio import atomic_path
+    from resweep.study.layout import read_parquet
+
+    folder = tmp_path / "trials.parquet"
+    folder.mkdir()
+    part = folder / "t1.parquet"
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 1
+        while not stop.is_set():
+            n = n % 50 + 1
+            table = pa.table({"trial_id": ["t1"] * n, "value": [float(i) for i in range(n)],
+                              "note": ["x" * (n * 7)] * n})
+            with atomic_path(part) as tmp:
+                pq.write_table(table, tmp)
+
+    with atomic_path(part) as tmp:
+        pq.write_table(pa.table({"trial_id": ["t1"], "value": [0.0], "note": ["x"]}), tmp)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(300):
+            table = read_parquet(folder)
+            assert table.num_rows == len(set(table["value"].to_pylist()))
+    finally:
+        stop.set()
+        thread.join()

@@ -162,14 +162,19 @@ def read_parquet(path: str | Path, columns: list[str] | None = None,
 
 
 def _read_one(part: Path, columns: list[str] | None, trial_ids: set[str] | None) -> pa.Table:
+    # One read of the file's bytes, then parse them: pyarrow opens a path several times (footer,
+    # then pages), and a writer may replace a running trial's part in between (an atomic rename:
+    # each open sees a whole file, but not the same one), which read a footer of one file with
+    # the pages of the next ("Page was smaller than expected").
+    data = pa.py_buffer(part.read_bytes())
     if columns is not None:
-        names = set(pq.read_schema(part).names)
+        names = set(pq.read_schema(pa.BufferReader(data)).names)
         columns = [c for c in dict.fromkeys(["trial_id", *columns]) if c in names]
     filters = [("trial_id", "in", sorted(trial_ids))] if trial_ids is not None else None
     try:
-        return pq.read_table(part, columns=columns, filters=filters)
+        return pq.read_table(pa.BufferReader(data), columns=columns, filters=filters)
     except (pa.ArrowInvalid, KeyError):  # no trial_id column to filter on (an empty part)
-        return pq.read_table(part, columns=columns) if trial_ids is None else pa.table({})
+        return pq.read_table(pa.BufferReader(data), columns=columns) if trial_ids is None else pa.table({})
 
 
 def _read_parts(path: Path, columns: list[str] | None, trial_ids: set[str] | None) -> pa.Table:
