@@ -140,9 +140,9 @@ def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, t
 
     # ---- everything landed in S3: trials' checkpoints, artifacts, the study's Parquet files
     files = _s3_files(storage)
-    for name in ("trials.parquet", "artifacts.parquet", "study.json", "study.yaml"):
+    for name in ("artifacts.parquet", "study.json", "study.yaml"):
         assert name in files, name
-    for folder in ("curves.parquet", "per_image.parquet"):  # folders of per-trial parts
+    for folder in ("trials.parquet", "curves.parquet", "per_image.parquet"):  # folders of parts
         assert any(f.startswith(folder + "/") and f.endswith(".parquet") for f in files), folder
     assert any(f.startswith("tune/") and "/checkpoint_" in f for f in files)
     all_trials = _s3_table(storage, "trials.parquet")
