@@ -212,3 +212,26 @@ def test_a_two_worker_study_on_a_two_cpu_machine_is_refused_before_any_trial(tmp
     assert out.returncode == 2, out.stdout[-2000:] + out.stderr[-2000:]
     assert "resources" in out.stderr and "the cluster has 2 CPU" in out.stderr, out.stderr[-2000:]
     assert not list((tmp_path / "out").glob("trials*/*")), "no trial may have started"
+
+
+def test_the_preflight_knows_every_metric_a_real_run_reports():
+    """``TRAINING_METRICS`` and ``reportable_metrics`` restate the engine's metric names: a name
+    the trainer reports but the preflight does not know would refuse a valid objective."""
+    from resweep.config import ExperimentConfig
+    from resweep.engine.trainer import Trainer
+    from resweep.study.preflight import TRAINING_METRICS, reportable_metrics
+
+    from conftest import CapturingReporter
+
+    cfg = ExperimentConfig.from_dict(tiny_config_dict())
+    reporter = CapturingReporter()
+    Trainer(cfg, reporter=reporter).fit()
+    evals, _ = reportable_metrics(cfg)
+    numeric = {k for r in reporter.reports for k, v in r.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)}
+    unknown = {k for k in numeric
+               if not (k in TRAINING_METRICS or k in evals or k.startswith("loss."))
+               and k.split(".", 1)[0] not in cfg.enabled_methods}
+    # diverged/collapse flags are run bookkeeping, not objectives
+    unknown -= {k for k in unknown if k in ("diverged",) or k.startswith(("divergence", "nonfinite"))}
+    assert not unknown, f"reported but unknown to the study preflight: {sorted(unknown)}"
