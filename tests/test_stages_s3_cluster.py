@@ -173,7 +173,9 @@ def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, t
             if (trial_dir / centroids["key"] / ".complete").is_file():
                 fetched[trial_dir.name] = node
     assert set(by_id) <= set(fetched) <= set(by_id) | lost, fetched
-    assert set(fetched.values()) == {"scratch-head", "scratch-node2"}  # both nodes ran trials
+    # Which node runs which trial is Ray's choice: a trial of the killed driver can hold the
+    # head's CPU for a while after the kill, and the resumed trials then all run on node2 (CI
+    # saw it). Every fetch came from S3 either way: each trial's scratch starts empty.
     assert not (tmp_path / "scratch-driver").exists()
 
     # ---- `resweep report` works from a copy of the storage
