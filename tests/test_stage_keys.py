@@ -175,3 +175,42 @@ def test_an_optuna_stage_made_in_a_trial_is_recorded_like_the_drivers(ray_local,
     # the base config's encoder (steps 2) was made by the driver, before the trials
     base_rows = [r for r in rows.values() if json.loads(r["definition"])["steps"] == 2]
     assert len(base_rows) == 1 and "made_by" not in store.committed(base_rows[0]["key"]).marker
+
+
+@pytest.mark.ray
+def test_a_resumed_driver_reuses_the_saved_keys_after_the_data_was_touched(ray_local, tmp_path):
+    """What ``resweep resume`` does before restoring the Tuner: the saved keys name the same
+    artifact, though the pretraining images' mtimes changed (computed again, the key differs)."""
+    import numpy as np
+    from PIL import Image
+
+    from resweep.study import runner
+    from resweep.study.layout import StudyLayout
+    from resweep.study.spec import study_from_dict
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    pretrain = tiny_config_dict(**{"name": "pre", "train.iterations": 2, "eval.sets": [],
+                                   "data.train": {"kind": "folder", "path": str(images)}})
+    study = study_from_dict({"name": "keys", "seeds": [0],
+                             "base": tiny_config_dict(**{"model.init_from": {"kind": "train", "experiment": pretrain}})})
+    layout = StudyLayout(tmp_path / "study")
+    layout.root.mkdir()
+    first = runner._prepare_stages(study, layout, str(layout.root))
+    (key,) = first.values()
+    keys_file = (layout.root / "stage_keys.json").read_bytes()
+    store = ArtifactStore(layout.root)
+    marker = (layout.root / "artifacts" / key / "COMMITTED.json").read_bytes()
+    for path in images.iterdir():
+        os.utime(path, ns=(10**9, 10**9))
+    definition = ExperimentConfig.from_dict(study.trial_specs()[0].experiment).stages()["model.init_from"]
+    assert stage_key(definition) != key  # a driver computing keys again would train another artifact
+    assert runner._prepare_stages(study, layout, str(layout.root)) == first
+    assert (layout.root / "stage_keys.json").read_bytes() == keys_file
+    assert store.list_keys() == [key]
+    assert (layout.root / "artifacts" / key / "COMMITTED.json").read_bytes() == marker
+    rows = pq.read_table(layout.root / "artifacts.parquet").to_pylist()
+    assert [(r["key"], r["status"]) for r in rows] == [(key, "produced")]
