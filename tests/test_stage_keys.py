@@ -66,7 +66,7 @@ def test_saved_keys_are_reused_after_the_data_changed(tmp_path):
 def test_a_trial_makes_its_stage_on_its_device_with_the_drivers_key_and_deletes_its_scratch(tmp_path, monkeypatch):
     import torch
 
-    from resweep.stages.store import scratch_root
+    from resweep.stages.scratch import scratch_root
     from resweep.trainables import tune_trial
     from resweep.trainables.trial_log import TrialLog
 
@@ -116,7 +116,7 @@ def test_trial_scratch_is_deleted_on_error_and_a_killed_trials_is_swept(tmp_path
     import subprocess
     import sys
 
-    from resweep.stages.store import trial_scratch
+    from resweep.stages.scratch import trial_scratch
 
     monkeypatch.setenv("RESWEEP_SCRATCH", str(tmp_path))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
@@ -136,7 +136,7 @@ def test_an_optuna_stage_made_in_a_trial_is_recorded_like_the_drivers(ray_local,
     """An Optuna knob changes the MAE encoder's pretraining: the driver makes the base config's
     encoder, each trial the one of its sampled value, with the key the driver gave it;
     artifacts.parquet and the trials' ``artifacts`` column name them all."""
-    from resweep.stages.store import scratch_root
+    from resweep.stages.scratch import scratch_root
     from resweep.study import run_study
     from resweep.study.spec import study_from_dict
 

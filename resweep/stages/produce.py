@@ -171,7 +171,7 @@ def artifact_uris(storage: str, roles: dict[str, str]) -> dict[str, str]:
 
 def fetch_artifacts(uris: dict[str, str], cache: Path | None = None) -> dict[str, Path]:
     """role -> local folder of each committed artifact (downloaded into this node's artifact
-    cache, ``cache`` or :func:`~resweep.stages.store.node_cache`, when remote)."""
+    cache, ``cache`` or :func:`~resweep.stages.scratch.node_cache`, when remote)."""
     out: dict[str, Path] = {}
     for role, uri in uris.items():
         storage, key = split_artifact_uri(uri)

@@ -38,7 +38,6 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,61 +45,16 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from resweep.errors import ResweepError
 from resweep.fileio import fsync_dir, fsync_file, fsync_tree
+from resweep.stages.scratch import node_cache
+from resweep.stages.scratch import (
+    scratch_root as scratch_root,  # its former home, kept for importers
+)
 
 logger = logging.getLogger("resweep.stages")
 
 COMMIT_FILE = "COMMITTED.json"
 DEFINITION_FILE = "definition.json"
 ARTIFACTS_DIR = "artifacts"
-
-
-def scratch_root() -> Path:
-    """This node's local scratch: ``$RESWEEP_SCRATCH``, else ``<tmp>/resweep-scratch`` (each
-    node has its own). It holds the node's artifact cache (:func:`node_cache`) and the scratch
-    folders of running trials (:func:`trial_scratch`), nothing else."""
-    import tempfile
-
-    return Path(os.environ.get("RESWEEP_SCRATCH") or Path(tempfile.gettempdir()) / "resweep-scratch")
-
-
-def node_cache() -> Path:
-    """``<scratch_root>/artifacts``: remote artifacts downloaded once per node, as
-    ``<key>/<attempt>/``, shared by every trial and worker of the node (one copy per artifact,
-    however many trials read it)."""
-    return scratch_root() / "artifacts"
-
-
-@contextlib.contextmanager
-def trial_scratch(trial_id: str) -> Iterator[Path]:
-    """A trial's own scratch folder (``<scratch_root>/trials/<trial>-<host>-<pid>``), deleted
-    when the block ends, whether the trial finished or raised; the folders of killed trial
-    processes of this host are deleted by the next trial that starts on it."""
-    root = scratch_root() / "trials"
-    host = socket.gethostname()
-    _remove_dead_scratch(root, host)
-    safe = "".join(c if c.isalnum() or c in "_.-" else "_" for c in str(trial_id))
-    path = root / f"{safe}-{host}-{os.getpid()}"
-    path.mkdir(parents=True, exist_ok=True)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def _remove_dead_scratch(root: Path, host: str) -> None:
-    """Scratch folders whose process (on this host) no longer runs: a SIGKILLed trial's."""
-    if not root.is_dir():
-        return
-    for folder in root.iterdir():
-        name, _, pid = folder.name.rpartition("-")
-        if not name.endswith(f"-{host}") or not pid.isdigit():
-            continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(folder, ignore_errors=True)
-        except PermissionError:  # alive, someone else's
-            pass
 
 
 def join_uri(base: str, *parts: str) -> str:
