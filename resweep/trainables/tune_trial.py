@@ -52,7 +52,7 @@ def study_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
 @contextlib.contextmanager
 def _trial_scratch(trial_id: str) -> Iterator[Path]:
     """This trial's own local folder (on whichever node it runs), deleted when the block ends;
-    fetched artifacts go to the node's shared cache instead (resweep.stages.store)."""
+    fetched artifacts go to the node's shared cache instead (resweep.stages.scratch)."""
     from resweep.stages.scratch import trial_scratch
 
     with trial_scratch(trial_id) as path:
