@@ -193,4 +193,45 @@ def test_s3_fetch_verifies_the_download(s3_storage, tmp_path):
     client.put_object(Bucket="race", Key=key, Body=b"w" * 100)  # a damaged upload
     with pytest.raises(ArtifactCorrupt, match="weights.pt has 100 bytes"):
         store.fetch("bad", tmp_path / "scratch")
-    assert not list((tmp_path / "scratch").glob("bad*")), "a refused download must not stay in scratch"
+    # nothing of a refused download stays in the node cache (its key folder holds no copy)
+    assert not list((tmp_path / "scratch" / "bad").iterdir()), "a refused download must not stay in the cache"
+
+
+def test_two_concurrent_fetches_into_a_node_cache_make_one_verified_copy(s3_storage, tmp_path, monkeypatch):
+    """Trials of one node fetching one key at the same moment: one download, one copy in the
+    node cache at <key>/<attempt>, and both read bytes that match the marker's sha256."""
+    storage, _ = s3_storage
+    done = ArtifactStore(storage).commit("shared", _files(tmp_path / "f", b"s" * 4096), {}, {"kind": "test"})
+    cache = tmp_path / "node-cache"
+    downloads, barrier = [], threading.Barrier(2)
+    real_download = ArtifactStore._download
+
+    def slow_download(self, *args):  # the first holds the lock while the second arrives
+        downloads.append(args[1])
+        time.sleep(0.5)
+        return real_download(self, *args)
+
+    monkeypatch.setattr(ArtifactStore, "_download", slow_download)
+    folders: list = [None, None]
+
+    def fetch(i: int) -> None:
+        barrier.wait(timeout=60)
+        folders[i] = ArtifactStore(storage).fetch("shared", cache)
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    attempt = done.marker["attempt"]
+    assert downloads == [attempt]
+    assert folders[0] == folders[1] == cache / "shared" / attempt
+    assert sorted(p.name for p in (cache / "shared").iterdir()) == [attempt]  # no second copy, no temp
+    assert _digest(folders[0]) == done.marker["files"]["weights.pt"]["sha256"]
+    # a copy damaged on the node's disk is refused and fetched again (another process checks it)
+    from resweep.stages import store as store_module
+
+    (folders[0] / "weights.pt").write_bytes(b"s" * 10)
+    store_module._VERIFIED.clear()
+    assert _digest(ArtifactStore(storage).fetch("shared", cache)) == done.marker["files"]["weights.pt"]["sha256"]
+    assert len(downloads) == 2

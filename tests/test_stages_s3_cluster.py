@@ -2,8 +2,8 @@
 
 A real S3 server (moto's, on 127.0.0.1) is the study's storage and the ONLY place the nodes
 share: a ``ray.cluster_utils.Cluster`` with two nodes (one CPU each, so two concurrent trials
-land on both), each node with a scratch folder of its own. An ECO sweep of 4 trials trains
-its teacher once, every trial reads the same centroids artifact, and ``artifacts.parquet``
+land on both), each node with a scratch folder (and artifact cache) of its own. An ECO sweep
+of 4 trials trains its teacher once, every trial reads the same centroids artifact, and ``artifacts.parquet``
 says so. The driver is SIGKILLed after the first trial finished and ``resweep resume``
 continues from the S3 storage; ``resweep report`` then works from a local copy of it.
 """
@@ -166,16 +166,21 @@ def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, t
     assert markers_after == markers_before  # resume recomputed nothing
     assert {json.loads(r["artifacts"])["eco.centroids"] for r in trials} == {centroids["key"]}
 
-    # ---- each trial fetched it into its own scratch folder, on its own node (not the driver's)
+    # ---- each node that ran trials fetched it once, into its own artifact cache (not the
+    # driver's) at <key>/<attempt>, shared by its trials; no trial's scratch folder stays
+    attempt = next(m["attempt"] for m in markers_after.values() if m["key"] == centroids["key"])
     fetched = {}
     for node in ("scratch-head", "scratch-node2"):
-        for trial_dir in (tmp_path / node).glob("*"):
-            if (trial_dir / centroids["key"] / ".complete").is_file():
-                fetched[trial_dir.name] = node
-    assert set(by_id) <= set(fetched) <= set(by_id) | lost, fetched
+        copies = sorted(p.name for p in (tmp_path / node / "artifacts" / centroids["key"]).glob("*")
+                        if p.is_dir())
+        if copies:
+            assert copies == [attempt], (node, copies)
+            fetched[node] = node
+        assert not list((tmp_path / node / "trials").glob("*")), f"{node}: a trial's scratch stayed"
     # Which node runs which trial is Ray's choice: a trial of the killed driver can hold the
     # head's CPU for a while after the kill, and the resumed trials then all run on node2 (CI
-    # saw it). Every fetch came from S3 either way: each trial's scratch starts empty.
+    # saw it). Every fetch came from S3 either way: each node's cache starts empty.
+    assert fetched
     assert not (tmp_path / "scratch-driver").exists()
 
     # ---- `resweep report` works from a copy of the storage
@@ -223,7 +228,7 @@ def test_s3_commit_marker_first_writer_wins_and_partial_uploads_are_never_read(s
     assert second.marker["attempt"] == first.marker["attempt"] and second.metrics == {"v": 1.0}
     folder = store.fetch(key, tmp_path / "scratch")
     assert json.loads((folder / "values.json").read_text()) == [1]
-    assert folder == tmp_path / "scratch" / key and (folder / ".complete").read_text() == first.marker["attempt"]
+    assert folder == tmp_path / "scratch" / key / first.marker["attempt"]  # the node cache's copy
     attempts = {f.split("/")[2] for f in _s3_files(f"s3://{BUCKET}/race") if "/attempt-" in f}
     # the winner removed the killed producer's attempt, and the loser (b) deleted its own
     assert attempts == {first.marker["attempt"]}

@@ -12,7 +12,9 @@ Contract of this layer:
   ``artifact_dir(role)`` for the stages a definition depends on (``dependencies()``).
 * The key of an artifact (``stage_key``) is a content hash of its definition, the kind's
   ``code_version``, the identity of the data and files it names (``identity()``), and the keys
-  of its dependencies. A changed definition is a new key; an unchanged one is reused.
+  of its dependencies. A changed definition is a new key; an unchanged one is reused. Keys
+  are computed once, on the driver, and saved with the study (:mod:`resweep.stages.study_keys`);
+  trials are given them and never compute one.
 * Seeds: a kind with a ``seed`` field accepts ``seed: trial`` (one artifact per trial seed);
   ``ExperimentConfig.stages()`` replaces it with the run's ``train.seed``, so the seed is in
   the key. An unresolved ``trial`` has no key (an error). A fixed seed is one artifact for all.
@@ -23,7 +25,9 @@ Contract of this layer:
   definition), a model through ``model.init_from: {kind: ..., ...}``. At run time a method
   reads ``MethodContext.artifact_dir(role)``.
 * Who makes them: a study's driver (``prepare_stages`` in :mod:`resweep.stages.on_ray`, one
-  Ray task per artifact, before the Tuner starts) or, outside a study, the ``Trainer``
+  Ray task per artifact, before the Tuner starts), a trial for a stage an Optuna-sampled knob
+  changed (``trial_artifact_keys``, on the trial's device; recorded by the driver from its
+  commit marker, :mod:`resweep.stages.in_trial`) or, outside a study, the ``Trainer``
   itself (``prepare_local``, e.g. ``resweep train``), both into the same store:
   ``<storage>/artifacts/<key>/`` (:mod:`resweep.stages.store`: local path or ``s3://``,
   written atomically, committed by a marker, file-locked on local disks).

@@ -30,6 +30,7 @@ __all__ = [
     "StageDefinition",
     "StageKind",
     "definition_digest",
+    "key_from_parts",
     "parse_stage",
     "register_stage",
     "stage_key",
@@ -107,12 +108,19 @@ def stage_key(definition: StageDefinition) -> str:
     """Content hash of what defines the artifact: kind, its code version, the definition,
     the identity of the data it names, and the keys of the stages it depends on."""
     _require_resolved(definition)
+    dependencies = {role: stage_key(dep) for role, dep in sorted(definition.dependencies().items())}
+    return key_from_parts(definition, definition.identity(), dependencies)
+
+
+def key_from_parts(definition: StageDefinition, identity: dict[str, Any], dependencies: dict[str, str]) -> str:
+    """``stage_key`` from an identity and dependency keys computed already (by the driver, once)."""
+    _require_resolved(definition)
     key_data = {
         "kind": definition.kind,
         "code_version": type(definition).code_version,
         "definition": definition.key_definition(),
-        "identity": definition.identity(),
-        "dependencies": {role: stage_key(dep) for role, dep in sorted(definition.dependencies().items())},
+        "identity": identity,
+        "dependencies": dict(sorted(dependencies.items())),
     }
     return f"{definition.kind}-{_sha256_json(key_data)[:16]}"
 

@@ -25,12 +25,14 @@ STAGE_TASK_RETRIES = 3
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
+    from resweep.stages.study_keys import StudyStageKeys
 
 
 
 @dataclass
 class PreparedStages:
-    """What trials are given: the storage and definition digest -> artifact key."""
+    """What trials are given: the storage and definition digest -> artifact key (of every
+    stage made here, dependencies included)."""
 
     storage: str
     keys: dict[str, str] = field(default_factory=dict)
@@ -46,7 +48,9 @@ class PreparedStages:
         return out
 
 
-def _produce_task(planned: PlannedStage, storage: str, use_gpu: bool) -> ArtifactRecord:
+def _produce_task(
+    planned: PlannedStage, storage: str, use_gpu: bool, origin: dict[str, str] | None = None
+) -> ArtifactRecord:
     import tempfile
 
     import torch
@@ -54,7 +58,18 @@ def _produce_task(planned: PlannedStage, storage: str, use_gpu: bool) -> Artifac
     device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
     # a scratch folder of this task's own, on whichever node Ray placed it
     with tempfile.TemporaryDirectory(prefix="resweep-stage-") as scratch:
-        return produce(planned, storage, scratch=Path(scratch), device=device, progress=False)
+        return produce(planned, storage, scratch=Path(scratch), device=device, progress=False, origin=origin)
+
+
+def produce_as_task(
+    planned: PlannedStage, storage: str, *, cpus: float, gpus: float, origin: dict[str, str] | None = None
+) -> ArtifactRecord:
+    """Make one artifact in a Ray task with one training worker's resources and wait for it:
+    what a multi-worker trial (whose own process holds no GPU) does for a stage it makes."""
+    import ray
+
+    remote = ray.remote(_produce_task).options(num_cpus=cpus, num_gpus=gpus, max_retries=STAGE_TASK_RETRIES)
+    return ray.get(remote.remote(planned, storage, gpus > 0, origin))
 
 
 def prepare_stages(
@@ -65,20 +80,20 @@ def prepare_stages(
     cpus: float = 1,
     gpus: float = 0,
     log: Callable[[str], None] = print,
+    keys: StudyStageKeys | None = None,
 ) -> PreparedStages:
     """Make every artifact ``experiments`` declare (each key once; dependencies first; those
-    independent of each other in parallel Ray tasks) and write ``artifacts.parquet``."""
+    independent of each other in parallel Ray tasks) and write ``artifacts.parquet``.
+    ``keys``: the study's saved keys (reused, new ones saved; see :mod:`resweep.stages.study_keys`)."""
     import ray
 
     planned: dict[str, PlannedStage] = {}
     prepared = PreparedStages(storage)
     for experiment in experiments:
-        stages = experiment.stages()
-        steps, roles = plan(stages)
+        steps, _ = keys.plan(experiment.stages()) if keys is not None else plan(experiment.stages())
         for step in steps:
             planned.setdefault(step.key, step)
-        for role, definition in stages.items():
-            prepared.keys[definition_digest(definition)] = roles[role]
+            prepared.keys[step.digest] = step.key
     if not planned:
         return prepared
     # retried when its node dies (a spot worker reclaimed mid-teacher): the commit protocol makes a

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from resweep.stages.base import (
     StageContext,
     StageDefinition,
     definition_digest,
-    stage_key,
+    key_from_parts,
     stage_kind,
 )
 from resweep.stages.store import ArtifactStore, join_uri
@@ -37,6 +37,10 @@ class PlannedStage:
     key: str
     definition: StageDefinition
     dependencies: dict[str, str] = field(default_factory=dict)
+    #: the data identity the key was computed from (None: the key was computed before, by the
+    #: study's driver, and is not recomputed here)
+    identity: dict[str, Any] | None = None
+    digest: str = ""  # definition_digest(definition)
 
 
 @dataclass
@@ -60,15 +64,35 @@ class ArtifactRecord:
         return out
 
 
-def plan(stages: dict[str, StageDefinition]) -> tuple[list[PlannedStage], dict[str, str]]:
-    """Every artifact needed for ``stages`` (dependencies first, each key once) and role -> key."""
+def plan(
+    stages: dict[str, StageDefinition], known: Mapping[str, str] | None = None, *, compute: bool = True
+) -> tuple[list[PlannedStage], dict[str, str]]:
+    """Every artifact needed for ``stages`` (dependencies first, each key once) and role -> key.
+
+    ``known`` (definition digest -> key): keys computed before, by the study's driver; a
+    definition found there keeps its key and its data identity is not read again. With
+    ``compute=False`` (in a trial) a definition not found there is an error: a trial never
+    computes a key from its own node's files (their mtimes may differ from the driver's).
+    """
     ordered: dict[str, PlannedStage] = {}
+    known = known or {}
 
     def visit(definition: StageDefinition) -> str:
         deps = {role: visit(dep) for role, dep in sorted(definition.dependencies().items())}
-        key = stage_key(definition)
+        digest = definition_digest(definition)
+        identity = None
+        if digest in known:
+            key = known[digest]
+        elif compute:
+            identity = definition.identity()
+            key = key_from_parts(definition, identity, deps)
+        else:
+            raise ResweepError(
+                f"no key for this trial's '{definition.kind}' stage: the study's driver computes every "
+                "stage key (resume the study with the resweep version that started it)"
+            )
         if key not in ordered:
-            ordered[key] = PlannedStage(key, definition, deps)
+            ordered[key] = PlannedStage(key, definition, deps, identity, digest)
         return key
 
     roles = {role: visit(definition) for role, definition in sorted(stages.items())}
@@ -83,8 +107,13 @@ def produce(
     device: torch.device | None = None,
     log: Callable[[str], None] = print,
     progress: bool = True,
+    origin: dict[str, str] | None = None,
 ) -> ArtifactRecord:
-    """Make ``planned`` in ``storage`` unless it is committed there already (dependencies must be)."""
+    """Make ``planned`` in ``storage`` unless it is committed there already (dependencies must be).
+
+    ``origin`` (e.g. the study and trial that made it inside a trial) goes into the commit
+    marker as ``made_by``: the study's driver reads it to record the artifact.
+    """
     store = ArtifactStore(storage)
     definition = planned.definition
     definition_json = json.dumps(definition.model_dump(mode="json"), sort_keys=True)
@@ -105,7 +134,7 @@ def produce(
         done = store.committed(planned.key)
         if done is not None:
             return record(REUSED, done.marker, 0.0)
-        inputs = {role: store.fetch(key, scratch) for role, key in planned.dependencies.items()}
+        inputs = {role: store.fetch(key) for role, key in planned.dependencies.items()}
         log(f"stages: producing {planned.key} ({definition.kind}) -> {store.uri(planned.key)}")
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=scratch, prefix=f".produce-{planned.key}-") as tmp:
@@ -116,9 +145,10 @@ def produce(
                 planned.key,
                 Path(tmp),
                 {"key": planned.key, "kind": definition.kind, "metrics": metrics, "seconds": seconds,
-                 "notes": list(dict.fromkeys(context.notes))},
+                 "notes": list(dict.fromkeys(context.notes)), **({"made_by": origin} if origin else {})},
+                # identity None: the key came from the study's driver (saved with the study)
                 {"key": planned.key, "kind": definition.kind, "definition": definition.model_dump(mode="json"),
-                 "identity": definition.identity(), "dependencies": planned.dependencies},
+                 "identity": planned.identity, "dependencies": planned.dependencies},
             )
         log(f"stages: {planned.key} done in {seconds:.1f} s")
         return record(PRODUCED, committed.marker, seconds)
@@ -139,13 +169,14 @@ def artifact_uris(storage: str, roles: dict[str, str]) -> dict[str, str]:
     return {role: join_uri(storage, "artifacts", key) for role, key in roles.items()}
 
 
-def fetch_artifacts(uris: dict[str, str], scratch: Path) -> dict[str, Path]:
-    """role -> local folder of each committed artifact (downloaded into ``scratch`` when remote)."""
+def fetch_artifacts(uris: dict[str, str], cache: Path | None = None) -> dict[str, Path]:
+    """role -> local folder of each committed artifact (downloaded into this node's artifact
+    cache, ``cache`` or :func:`~resweep.stages.scratch.node_cache`, when remote)."""
     out: dict[str, Path] = {}
     for role, uri in uris.items():
         storage, key = split_artifact_uri(uri)
         try:
-            out[role] = ArtifactStore(storage).fetch(key, Path(scratch))
+            out[role] = ArtifactStore(storage).fetch(key, cache)
         except FileNotFoundError as exc:
             raise ResweepError(f"artifact of role '{role}': {exc}") from None
     return out
@@ -174,32 +205,37 @@ def prepare_local(
     """Make (or reuse) every stage ``experiment`` declares, in this process; role -> local folder."""
     planned, roles = plan(experiment.stages())
     records = [produce(p, str(storage), scratch=scratch, device=device, log=log) for p in planned]
-    return fetch_artifacts(artifact_uris(str(storage), roles), Path(scratch or tempfile.gettempdir())), records
+    return fetch_artifacts(artifact_uris(str(storage), roles)), records
 
 
 def trial_artifact_keys(
     experiment: ExperimentConfig,
     storage: str,
-    prepared: dict[str, str],
+    prepared: Mapping[str, str],
     scratch: Path,
     *,
     device: torch.device | None = None,
     log: Callable[[str], None] = print,
+    origin: dict[str, str] | None = None,
+    make: Callable[[PlannedStage], ArtifactRecord] | None = None,
 ) -> dict[str, str]:
     """In a trial: role -> key of each stage ``experiment`` declares.
 
-    ``prepared`` (definition digest -> key) is what the driver made before the trials started.
-    A stage it could not foresee (a search space that changes a stage's definition, sampled by
-    Optuna at run time) is made here, in the same store, with the same commit protocol.
+    ``prepared`` (definition digest -> key, dependencies included) was computed by the study's
+    driver, for the stages it made before the trials started and for those of each sampled
+    trial (saved with the study): the trial never computes a key itself. A stage not committed
+    yet (a search space that changes a stage's definition, sampled by Optuna at run time) is
+    made here, in the same store with the same commit protocol, on ``device`` (the trial's),
+    or by ``make`` (e.g. a Ray task with a training worker's resources); ``origin`` goes into
+    its commit marker, where the driver reads it to record the artifact.
     """
-    keys: dict[str, str] = {}
-    for role, definition in sorted(experiment.stages().items()):
-        digest = definition_digest(definition)
-        if digest in prepared:
-            keys[role] = prepared[digest]
+    planned, roles = plan(experiment.stages(), prepared, compute=False)
+    store = ArtifactStore(storage)
+    for step in planned:
+        if store.committed(step.key) is not None:
             continue
-        planned, roles = plan({role: definition})
-        for step in planned:
-            produce(step, storage, scratch=scratch, device=device, log=log)
-        keys[role] = roles[role]
-    return keys
+        if make is not None:
+            make(step)
+        else:
+            produce(step, storage, scratch=scratch, device=device, log=log, origin=origin)
+    return roles

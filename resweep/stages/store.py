@@ -45,20 +45,16 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from resweep.errors import ResweepError
 from resweep.fileio import fsync_dir, fsync_file, fsync_tree
+from resweep.stages.scratch import node_cache
+from resweep.stages.scratch import (
+    scratch_root as scratch_root,  # its former home, kept for importers
+)
 
 logger = logging.getLogger("resweep.stages")
 
 COMMIT_FILE = "COMMITTED.json"
 DEFINITION_FILE = "definition.json"
 ARTIFACTS_DIR = "artifacts"
-
-
-def scratch_root() -> Path:
-    """This process's local scratch for fetched artifacts: ``$RESWEEP_SCRATCH``, else
-    ``<tmp>/resweep-scratch`` (each node has its own)."""
-    import tempfile
-
-    return Path(os.environ.get("RESWEEP_SCRATCH") or Path(tempfile.gettempdir()) / "resweep-scratch")
 
 
 def join_uri(base: str, *parts: str) -> str:
@@ -118,8 +114,9 @@ def verify_manifest(folder: Path, manifest: dict[str, dict[str, Any]], where: st
             raise ArtifactCorrupt(f"artifact {where}: {name} does not match the sha256 its commit marker lists")
 
 
-#: (store root, key, attempt) verified in place by this process (local stores are read in place)
-_VERIFIED: set[tuple[str, str, str]] = set()
+#: folders of committed attempts this process verified against their marker (a local store's,
+#: read in place, or a copy in a node cache): each is hashed once per process, not per read
+_VERIFIED: set[str] = set()
 
 
 @dataclass
@@ -193,11 +190,16 @@ class ArtifactStore:
                     out[info.base_name] = stream.read().decode()
         return out
 
-    def fetch(self, key: str, scratch: Path) -> Path:
-        """A local folder with the committed files of ``key``: in place on a local disk, else
-        downloaded once into ``scratch/<key>`` (a ``.complete`` file marks a finished download)."""
-        import pyarrow.fs as pafs
+    def fetch(self, key: str, cache: Path | None = None) -> Path:
+        """A local folder with the committed files of ``key``, verified against its marker.
 
+        On a local disk: the committed folder itself (it never changes after commit). Remote:
+        a copy in this node's artifact cache (``cache``, default :func:`node_cache`), at
+        ``<cache>/<key>/<attempt>/``: downloaded once per node under a file lock (the trials
+        of a node fetching one key wait for one download), into a temporary folder that is
+        verified, fsync'd and renamed into place, so a copy that exists is whole. A copy found
+        corrupt (a disk fault, a hand edit) is removed and downloaded again.
+        """
         done = self.committed(key)
         if done is None:
             raise FileNotFoundError(f"artifact {key} is not committed in {self.root_uri}")
@@ -205,33 +207,54 @@ class ArtifactStore:
         manifest = done.marker.get("files")  # absent in markers written before checksums
         if self.local:
             folder = self.local_dir(key, attempt)
-            if manifest is not None and (self.root, key, attempt) not in _VERIFIED:
-                verify_manifest(folder, manifest, f"{key} ({folder})")
-                _VERIFIED.add((self.root, key, attempt))
+            self._verify_once(folder, manifest, f"{key} ({folder})")
             return folder
-        target = Path(scratch) / key
-        stamp = target / ".complete"
-        if stamp.is_file() and stamp.read_text() == attempt:
+        from filelock import FileLock
+
+        folder_of_key = Path(cache or node_cache()) / key
+        target = folder_of_key / attempt
+        folder_of_key.mkdir(parents=True, exist_ok=True)
+        if str(target) in _VERIFIED and target.is_dir():
             return target
-        tmp = Path(scratch) / f".{key}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
-        pafs.copy_files(self._path(key, attempt), str(tmp), source_filesystem=self.fs,
-                        destination_filesystem=pafs.LocalFileSystem())
-        if manifest is not None:
-            try:
-                verify_manifest(tmp, manifest, f"{key} ({self.uri(key, attempt)})")
-            except ArtifactCorrupt:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
-        (tmp / ".complete").write_text(attempt)
-        try:
-            os.replace(tmp, target)  # fails if another process of this node put it there first
-        except OSError:
-            if not (stamp.is_file() and stamp.read_text() == attempt):
-                shutil.rmtree(target, ignore_errors=True)  # a stale or partial older download
-                os.replace(tmp, target)
-            shutil.rmtree(tmp, ignore_errors=True)
+        with FileLock(str(folder_of_key) + ".lock"):
+            if target.is_dir():
+                try:
+                    self._verify_once(target, manifest, f"{key} (node cache {target})")
+                    return target
+                except ArtifactCorrupt as exc:
+                    logger.warning("%s; downloading it again", exc)
+                    shutil.rmtree(target, ignore_errors=True)
+            self._download(key, attempt, manifest, target)
         return target
+
+    @staticmethod
+    def _verify_once(folder: Path, manifest: dict[str, Any] | None, where: str) -> None:
+        if manifest is not None and str(folder) not in _VERIFIED:
+            verify_manifest(folder, manifest, where)
+            _VERIFIED.add(str(folder))
+
+    def _download(self, key: str, attempt: str, manifest: dict[str, Any] | None, target: Path) -> None:
+        """Copy the committed attempt to ``target``: into a temporary sibling, verified and
+        fsync'd, then renamed (a killed download leaves only a ``.tmp-*`` folder, removed here)."""
+        import pyarrow.fs as pafs
+
+        for stale in target.parent.glob(".tmp-*"):  # we hold the lock: nobody is writing these
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = target.parent / f".tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            pafs.copy_files(self._path(key, attempt), str(tmp), source_filesystem=self.fs,
+                            destination_filesystem=pafs.LocalFileSystem())
+            if manifest is not None:
+                verify_manifest(tmp, manifest, f"{key} ({self.uri(key, attempt)})")
+            fsync_tree(tmp)
+            os.replace(tmp, target)
+            fsync_dir(target.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if manifest is not None:
+            _VERIFIED.add(str(target))
 
     # ------------------------------------------------------------------ writing
     def lock(self, key: str):

@@ -75,6 +75,9 @@ class StudyCallback(Callback):
         self.last_tail = 0.0
         self.progress = Progress(self.name, total_runs=self.total_trials, objective=self.objective,
                                  mode=self.mode, quiet=self.quiet)
+        from resweep.stages.in_trial import InTrialArtifacts
+
+        self.in_trial = InTrialArtifacts(self.storage, self.layout.root, self.artifact_keys)
         self._summarize()
         self.progress.start()
 
@@ -83,23 +86,28 @@ class StudyCallback(Callback):
         self.specs[trial.trial_id] = spec
         self.results.trial_started(trial.trial_id, spec.label, spec.seed, spec.params, spec.experiment,
                                    group=spec.group)
-        if self.artifact_keys:  # stages: which artifacts the trial reads (role -> key)
-            self.results.annotate(trial.trial_id, artifacts=json.dumps(self._artifact_roles(spec)))
+        roles = self._artifact_roles(trial.trial_id, spec)
+        if self.artifact_keys or roles:  # stages: which artifacts the trial reads (role -> key)
+            self.results.annotate(trial.trial_id, artifacts=json.dumps(roles))
         if trial.trial_id not in self.tails:  # a retried trial appends: relay only the new lines
             tail = self.tails[trial.trial_id] = LogTail(self.layout.trial_log(trial.trial_id))
             tail.offset = self.relayed.pop(trial.trial_id, 0)
         self._summarize()
         self.progress.run_started(trial.trial_id, f"{trial.trial_id} {spec.describe()}", spec.iterations)
 
-    def _artifact_roles(self, spec: TrialSpec) -> dict[str, str]:
+    def _artifact_roles(self, trial_id: str, spec: TrialSpec) -> dict[str, str]:
+        """role -> key, as the driver computed them (those made in the trial are recorded in
+        artifacts.parquet when their commit marker appears in the storage)."""
+        if not (self.artifact_keys or spec.stage_keys):
+            return {}
         from resweep.config import ExperimentConfig
-        from resweep.stages.on_ray import PreparedStages
 
         experiment = ExperimentConfig.from_dict(spec.experiment, source="<trial spec>")
-        return PreparedStages(self.storage, self.artifact_keys).roles_for(experiment)
+        return self.in_trial.trial_started(trial_id, experiment, spec.stage_keys)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.results.trial_result(trial.trial_id, result)
+        self.in_trial.check(trial.trial_id)  # a stage it made: committed before its first report
         self._summarize()
         self.progress.run_report(trial.trial_id, result)
 
@@ -107,6 +115,7 @@ class StudyCallback(Callback):
         spec = self.specs.get(trial.trial_id)
         total = spec.iterations if spec else int(self.results.meta.get("iterations") or 0)
         status = self.results.trial_completed(trial.trial_id, trial.last_result, total)
+        self.in_trial.trial_ended(trial.trial_id)
         self._relay_logs(force=True)
         self._forget(trial.trial_id)
         self._summarize()
@@ -116,6 +125,7 @@ class StudyCallback(Callback):
         self._relay_logs(force=True)
         line, detail = self._error_text(trial)
         self.results.trial_errored(trial.trial_id, f"{line}\n\n{detail}" if detail else line)
+        self.in_trial.trial_ended(trial.trial_id, error=line)
         self._forget(trial.trial_id, keep_offset=True)
         self.progress.message(line, style="bold red")
         self._summarize()

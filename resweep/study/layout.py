@@ -33,6 +33,7 @@ IMAGES_DIR = "images"
 OPTUNA_DB = "optuna.db"
 REPORT_DIR = "report"
 ARTIFACTS_FILE = "artifacts.parquet"  # one row per stage artifact the study made or reused
+STAGE_KEYS_FILE = "stage_keys.json"  # artifact keys computed once by the driver (stages/study_keys.py)
 DRIVER_LOCK = "driver.lock"  # held by the driver running the study (study/driver_lock.py)
 
 # a part holding the rows of many (ended) trials; "~" never occurs in a trial part's name

@@ -73,15 +73,21 @@ def _callback(study: StudyConfig, layout: StudyLayout, quiet: bool, storage: str
 def _prepare_stages(study: StudyConfig, layout: StudyLayout, storage: str) -> dict[str, str]:
     """Stages: make the artifacts the trials need (each once, as Ray tasks) before any trial
     starts; a finished artifact is reused (also on resume). Returns definition digest -> key."""
+    from resweep.stages import study_keys
     from resweep.stages.on_ray import prepare_stages
+    from resweep.study.layout import STAGE_KEYS_FILE
 
+    # computed once and saved with the study: a resume (and every trial) reuses these keys
+    keys = study_keys.StudyStageKeys(layout.root / STAGE_KEYS_FILE)
+    study_keys.activate(keys)  # the Optuna resolver gives each sampled trial its keys from it
     if study.is_optuna:  # Optuna samples at run time: the base config's stages here (per seed, for
         # `seed: trial` stages), the stages of sampled knobs in the trial
         experiments = [study.experiment_for({}, seed) for seed in study.seeds]
     else:
         experiments = [ExperimentConfig.from_dict(spec.experiment) for spec in study.trial_specs()]
     r = study.resources
-    prepared = prepare_stages(experiments, storage, layout.root, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker)
+    prepared = prepare_stages(experiments, storage, layout.root, cpus=r.cpus_per_worker, gpus=r.gpus_per_worker,
+                              keys=keys)
     return dict(prepared.keys)
 
 

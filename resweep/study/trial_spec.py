@@ -30,6 +30,9 @@ class TrialSpec:
     """the full, validated experiment config (``ExperimentConfig.to_dict()``)"""
     group: str = ""
     """trials that differ only by seed share a group (Optuna: one Optuna trial)"""
+    stage_keys: dict[str, str] = field(default_factory=dict)
+    """definition digest -> artifact key of the stages this trial reads, computed by the driver
+    (a trial never computes a key from its node's files; see resweep.stages.study_keys)"""
 
     def to_payload(self) -> dict[str, Any]:
         """Plain JSON-able data for the Tune config (Tune writes it to params.json)."""

@@ -25,7 +25,11 @@ class StudyResolver:
     study: StudyConfig
 
     def __call__(self, params: dict[str, Any], seed: int, group: str) -> TrialSpec:
-        return self.study.trial_spec(params, seed, group=group)
+        from resweep.stages import study_keys
+
+        spec = self.study.trial_spec(params, seed, group=group)
+        keys = study_keys.active()  # the driver's saved keys: a sampled stage gets its key here
+        return keys.attach(spec) if keys is not None else spec
 
 
 def trial_settings(

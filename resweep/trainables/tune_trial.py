@@ -11,7 +11,10 @@ that line, not Ray's traceback).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,8 @@ def study_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
     with log.capture():
         try:
             spec = TrialSpec.from_tune_config(config)
+            # stage keys: the driver's, for what it made and for this trial's own stages
+            settings = dataclasses.replace(settings, artifact_keys={**settings.artifact_keys, **spec.stage_keys})
             log.info(f"trial {trial_id}: {spec.describe()} (group {spec.group or '-'})")
             experiment = ExperimentConfig.from_dict(spec.experiment, source=f"<trial {trial_id}>")
             if settings.uses_torch_trainer:
@@ -44,21 +49,37 @@ def study_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
             raise
 
 
-def _trial_scratch(trial_id: str) -> Path:
-    """This trial's own local folder for fetched artifacts (on whichever node it runs)."""
-    from resweep.stages.store import scratch_root
+@contextlib.contextmanager
+def _trial_scratch(trial_id: str) -> Iterator[Path]:
+    """This trial's own local folder (on whichever node it runs), deleted when the block ends;
+    fetched artifacts go to the node's shared cache instead (resweep.stages.scratch)."""
+    from resweep.stages.scratch import trial_scratch
 
-    path = scratch_root() / trial_id
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    with trial_scratch(trial_id) as path:
+        yield path
 
 
-def _artifact_uris(experiment: Any, settings: TrialSettings, scratch: Path, log: TrialLog) -> dict[str, str]:
+def _artifact_uris(
+    experiment: Any, settings: TrialSettings, trial_id: str, log: TrialLog, device: Any = None
+) -> dict[str, str]:
     """role -> URI of the artifacts this trial reads: made by the driver, or here for a stage
-    that Optuna's sampled knobs changed (same store, same commit protocol; see resweep.stages)."""
+    that Optuna's sampled knobs changed (same store, same commit protocol; see resweep.stages):
+    on the trial's ``device``, or, for a multi-worker trial (whose process holds no GPU), in a
+    Ray task with one worker's resources. Keys come from the driver (``settings.artifact_keys``)."""
     from resweep.stages.produce import artifact_uris, trial_artifact_keys
 
-    keys = trial_artifact_keys(experiment, settings.storage, settings.artifact_keys, scratch, log=log.info)
+    origin = {"study": settings.study_dir or settings.storage, "trial": trial_id}
+    make = None
+    if settings.uses_torch_trainer:
+        from resweep.stages.on_ray import produce_as_task
+
+        def make(step: Any) -> Any:
+            return produce_as_task(step, settings.storage, cpus=settings.cpus_per_worker,
+                                   gpus=settings.gpus_per_worker, origin=origin)
+
+    with _trial_scratch(trial_id) as scratch:
+        keys = trial_artifact_keys(experiment, settings.storage, settings.artifact_keys, scratch,
+                                   device=device, log=log.info, origin=origin, make=make)
     return artifact_uris(settings.storage, keys)
 
 
@@ -79,8 +100,7 @@ def _train_in_process(
         torch.set_num_threads(max(1, int(settings.cpus_per_worker)))
     from resweep.stages.produce import fetch_artifacts
 
-    scratch = _trial_scratch(trial_id)
-    artifacts = fetch_artifacts(_artifact_uris(experiment, settings, scratch, log), scratch)
+    artifacts = fetch_artifacts(_artifact_uris(experiment, settings, trial_id, log, device))
     trainer = Trainer(
         experiment,
         world=World(rank=0, world_size=1, device=device),
@@ -115,7 +135,7 @@ def _train_with_torch_trainer(
         started_at=started_at,
         image_dir=str(image_dir) if image_dir else None,
         log_path=str(log.path) if log.path else None,
-        artifacts=_artifact_uris(experiment, settings, _trial_scratch(trial_id), log),
+        artifacts=_artifact_uris(experiment, settings, trial_id, log),
     )
     trainer = TorchTrainer(
         train_loop_per_worker,

@@ -117,9 +117,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         artifacts = None
         if settings.artifacts is not None:
             from resweep.stages.produce import fetch_artifacts
-            from resweep.stages.store import scratch_root
 
-            artifacts = fetch_artifacts(settings.artifacts, scratch_root() / context.get_experiment_name())
+            artifacts = fetch_artifacts(settings.artifacts)  # into the node's shared artifact cache
         trainer = Trainer(
             config,
             world=world,
