@@ -229,30 +229,36 @@ def test_trial_warnings_reach_the_driver_and_errors_are_summarised_through_ray_w
     from ray.train import WorkerGroupError
 
     from resweep.errors import ConfigError
-    from resweep.study.callback import LogTail, StudyCallback
+    from resweep.study.callback import StudyCallback
     from resweep.study.trial_spec import TrialSpec
+    from resweep.trainables.relay import RelayActor
     from resweep.trainables.trial_log import TrialLog, error_line, summarize_exception
 
     layout = StudyLayout(tmp_path)
-    log = TrialLog(layout.trial_log("t1"))
+    relay = RelayActor()  # the actor's body, called in this process (no Ray)
+    log = TrialLog(sink=lambda text: relay.push("t1", text=text))
     with log.capture():
         log.info("training edsr_tiny")
         warnings.warn("VGG weights are random: perceptual loss means little", UserWarning, stacklevel=1)
         logging.getLogger("resweep.methods.spn").warning("lambda is large")
+    relay.push("t1", files={"t1/demo/a.png": b"png", "_gt/demo/a.png": b"gt", "../escape.png": b"no"})
     callback = StudyCallback(study_dir=tmp_path, name="s", objective=OBJECTIVE, mode="max",
                              total_trials=1, quiet=False)
     out = io.StringIO()
     callback.layout = layout
     callback.progress = Progress("s", stream=out)
     callback.specs = {"t1": TrialSpec(label="spn", seed=1, params={}, experiment={})}
-    callback.tails = {"t1": LogTail(layout.trial_log("t1"))}
-    callback.last_tail = 0.0
-    callback._relay_logs(force=True)
+    callback._take(relay.drain())
     relayed = out.getvalue().splitlines()
     assert len(relayed) == 2 and all(line.startswith("t1 (spn s1): warning: ") for line in relayed)
     assert "VGG weights are random" in relayed[0] and "lambda is large" in relayed[1]
-    callback._relay_logs(force=True)
+    callback._take(relay.drain())
     assert out.getvalue().splitlines() == relayed  # each line once
+    # the driver wrote the trial's log and images into its own study folder, nothing outside it
+    assert "training edsr_tiny" in layout.trial_log("t1").read_text()
+    assert (layout.images / "t1" / "demo" / "a.png").read_bytes() == b"png"
+    assert (layout.images / "_gt" / "demo" / "a.png").read_bytes() == b"gt"
+    assert not (tmp_path / "escape.png").exists() and not (layout.root.parent / "escape.png").exists()
 
     inner = ConfigError("no such file", source="/w/teacher.pt", field="methods.eco.teacher")
     wrapped = WorkerGroupError("Training failed due to worker errors", {1: RuntimeError("other"), 0: inner})

@@ -1,6 +1,8 @@
 """The driver side of a running study: a Ray Tune callback that records every report in the
-study's files, shows live progress, relays trials' warnings and errors from their log files,
-and turns a trial's error into one line plus the path of its full log."""
+study's files, shows live progress, writes what trials send through the study's relay actor
+(their log lines, error summaries and saved images: ``resweep.trainables.relay``) into the
+study folder, relays their warnings, and turns a trial's error into one line plus the path of
+its full log."""
 
 from __future__ import annotations
 
@@ -16,31 +18,10 @@ from resweep.study.layout import StudyLayout
 from resweep.study.progress import Progress
 from resweep.study.results import StudyResults
 from resweep.study.trial_spec import TrialSpec
+from resweep.trainables.relay import drain, start_relay, stop_relay, write_relayed
 from resweep.trainables.trial_log import error_line, parse_level
 
-TAIL_INTERVAL_S = 1.0
-
-
-class LogTail:
-    """New complete lines of a growing file since the last call."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.offset = 0
-        self.partial = ""
-
-    def new_lines(self) -> list[str]:
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as handle:
-                handle.seek(self.offset)
-                text = handle.read()
-                self.offset = handle.tell()
-        except FileNotFoundError:
-            return []
-        text = self.partial + text
-        lines = text.split("\n")
-        self.partial = lines.pop()
-        return lines
+DRAIN_INTERVAL_S = 1.0
 
 
 class StudyCallback(Callback):
@@ -69,10 +50,11 @@ class StudyCallback(Callback):
         self.layout = StudyLayout(Path(self.study_dir))
         self.results = StudyResults(self.layout.root)
         self.results.meta = json.loads(self.layout.meta.read_text())
-        self.specs: dict[str, TrialSpec] = {}
-        self.tails: dict[str, LogTail] = {}  # running trials only
-        self.relayed: dict[str, int] = {}  # errored trials (Tune may retry them): bytes relayed
-        self.last_tail = 0.0
+        self.specs: dict[str, TrialSpec] = {}  # running trials only
+        # trials find it by the study folder's name (TrialSettings.relay); created here, so
+        # also after a restore, before any trial starts
+        self.relay = start_relay(self.study_dir)
+        self.last_drain = 0.0
         self.progress = Progress(self.name, total_runs=self.total_trials, objective=self.objective,
                                  mode=self.mode, quiet=self.quiet)
         from resweep.stages.in_trial import InTrialArtifacts
@@ -89,9 +71,6 @@ class StudyCallback(Callback):
         roles = self._artifact_roles(trial.trial_id, spec)
         if self.artifact_keys or roles:  # stages: which artifacts the trial reads (role -> key)
             self.results.annotate(trial.trial_id, artifacts=json.dumps(roles))
-        if trial.trial_id not in self.tails:  # a retried trial appends: relay only the new lines
-            tail = self.tails[trial.trial_id] = LogTail(self.layout.trial_log(trial.trial_id))
-            tail.offset = self.relayed.pop(trial.trial_id, 0)
         self._summarize()
         self.progress.run_started(trial.trial_id, f"{trial.trial_id} {spec.describe()}", spec.iterations)
 
@@ -126,7 +105,7 @@ class StudyCallback(Callback):
         line, detail = self._error_text(trial)
         self.results.trial_errored(trial.trial_id, f"{line}\n\n{detail}" if detail else line)
         self.in_trial.trial_ended(trial.trial_id, error=line)
-        self._forget(trial.trial_id, keep_offset=True)
+        self._forget(trial.trial_id)
         self.progress.message(line, style="bold red")
         self._summarize()
         self.progress.run_ended(trial.trial_id)
@@ -139,6 +118,7 @@ class StudyCallback(Callback):
         for trial_id in self.results.mark_lost({t.trial_id for t in trials}):
             self.progress.message(f"{trial_id}: lost with the driver before Tune recorded it; marked errored")
         self._relay_logs(force=True)
+        stop_relay(self.relay)
         self.results.compact()  # one chunk per dataset: the study reads fast and as one file
         self._summarize()
         self.progress.stop()
@@ -151,11 +131,8 @@ class StudyCallback(Callback):
             (best[f"best.{self.objective}"], str(best["trial_id"])) if best else None,
         )
 
-    def _forget(self, trial_id: str, keep_offset: bool = False) -> None:
-        """An ended trial: its log is no longer followed (what it wrote is relayed already)."""
-        tail = self.tails.pop(trial_id, None)
-        if keep_offset and tail is not None:
-            self.relayed[trial_id] = tail.offset
+    def _forget(self, trial_id: str) -> None:
+        """An ended trial (what it sent is drained already: it waits for delivery before it ends)."""
         self.specs.pop(trial_id, None)
 
     def _label(self, trial_id: str) -> str:
@@ -163,13 +140,23 @@ class StudyCallback(Callback):
         return f"{trial_id} ({spec.describe()})" if spec else trial_id
 
     def _relay_logs(self, force: bool = False) -> None:
-        """Show trials' WARNING and ERROR lines (the full text stays in their log files)."""
+        """Drain the relay: write what trials sent into the study folder, show their warnings."""
         now = time.monotonic()
-        if not force and now - self.last_tail < TAIL_INTERVAL_S:
+        if not force and now - self.last_drain < DRAIN_INTERVAL_S:
             return
-        self.last_tail = now
-        for trial_id, tail in list(self.tails.items()):
-            for line in tail.new_lines():
+        self.last_drain = now
+        try:
+            batch = drain(self.relay)
+        except Exception as exc:  # never end the study over it: the next drain tries again
+            self.progress.message(f"trial logs not relayed this time: {type(exc).__name__}: {exc}")
+            return
+        self._take(batch)
+
+    def _take(self, batch: dict[str, dict[str, Any]]) -> None:
+        for trial_id, item in batch.items():
+            write_relayed(item, log_path=self.layout.trial_log(trial_id),
+                          error_path=self.layout.trial_error(trial_id), image_root=self.layout.images)
+            for line in item.get("text", "").split("\n"):
                 # errors come as one line from on_trial_error; continuation lines stay in the file
                 if parse_level(line) == "WARNING":
                     text = line.split(" ", 3)[-1].strip()

@@ -70,6 +70,10 @@ class BudgetConfig(_Strict):
     max_concurrent: int | None = Field(None, ge=1, description="default: as many as resources allow")
 
 
+#: Ray's own resources: ResourcesConfig names CPU and GPU itself, the others are not per trial
+_BUILTIN_RESOURCES = frozenset({"CPU", "GPU", "memory", "object_store_memory"})
+
+
 class ResourcesConfig(_Strict):
     workers: int = Field(1, ge=1, description="Ray Train workers (DDP) per trial")
     cpus_per_worker: float = Field(1, gt=0)
@@ -77,6 +81,22 @@ class ResourcesConfig(_Strict):
     in_process: bool = Field(
         True, description="with one worker, train in the trial process (skips the nested worker group)"
     )
+    custom_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Ray custom resources each worker asks for besides its CPUs and GPUs, e.g. "
+        "{trial_node: 1} to run trials only on nodes started with "
+        "`ray start --resources='{\"trial_node\": 4}'`",
+    )
+
+    @field_validator("custom_resources")
+    @classmethod
+    def _custom_names(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in _BUILTIN_RESOURCES:
+                raise ValueError(f"{name!r} is a built-in resource: use cpus_per_worker / gpus_per_worker")
+            if not name or amount <= 0:
+                raise ValueError(f"custom resource {name!r}: {amount} (a name and an amount > 0)")
+        return value
 
     @model_validator(mode="after")
     def _whole_gpus_for_ddp(self) -> ResourcesConfig:

@@ -81,6 +81,8 @@ class TrialSettings:
     in_process: bool = True
     cpus_per_worker: float = 1
     gpus_per_worker: float = 0
+    custom_resources: dict[str, float] = field(default_factory=dict)
+    """Ray custom resources of each worker (``resources.custom_resources``)"""
     max_failures: int = 1
     train_storage: str = ""
     """where multi-worker trials' Ray Train runs keep their checkpoints"""
@@ -93,6 +95,10 @@ class TrialSettings:
     """the study's storage root (local path or ``s3://...``): artifacts live in ``<storage>/artifacts``"""
     artifact_keys: dict[str, str] = field(default_factory=dict)
     """stage definition digest -> key of the artifacts the driver made (see resweep.stages)"""
+    relay: str = ""
+    """name of the study's relay actor: trials send their log lines, error summary and saved
+    images to the driver through it, which writes them into the study folder (on a cluster
+    the trial's node does not see that folder); "" writes them from the trial itself"""
 
     def image_dir(self, trial_id: str) -> Path | None:
         return Path(self.image_root) / trial_id if self.image_root else None

@@ -10,6 +10,7 @@ from typing import Any
 from resweep.study.layout import TRAIN_RUNS_DIR, StudyLayout
 from resweep.study.spec import StudyConfig
 from resweep.study.trial_spec import TRIAL_KEY, TrialSettings, TrialSpec
+from resweep.trainables.relay import relay_name
 from resweep.trainables.tune_trial import study_trial
 
 logger = logging.getLogger("resweep.study")
@@ -41,6 +42,7 @@ def trial_settings(
         in_process=r.in_process,
         cpus_per_worker=r.cpus_per_worker,
         gpus_per_worker=r.gpus_per_worker,
+        custom_resources=dict(r.custom_resources),
         max_failures=study.failure.max_failures,
         train_storage=storage.rstrip("/") + "/" + TRAIN_RUNS_DIR,
         cache_dir=str(layout.cache),
@@ -48,6 +50,7 @@ def trial_settings(
         study_dir=str(layout.root),
         storage=storage,
         artifact_keys=dict(artifact_keys or {}),
+        relay=relay_name(str(layout.root)),  # the StudyCallback starts it (study_dir=layout.root)
     )
 
 
@@ -63,7 +66,8 @@ def trainable(
         # Ray needs a non-empty bundle, so the driver asks for a sliver of a CPU
         resources = {"CPU": TRIAL_PROCESS_CPU}
     else:
-        resources = {"CPU": study.resources.cpus_per_worker, "GPU": study.resources.gpus_per_worker}
+        resources = {"CPU": study.resources.cpus_per_worker, "GPU": study.resources.gpus_per_worker,
+                     **study.resources.custom_resources}
     return tune.with_resources(fn, resources)
 
 
@@ -158,6 +162,7 @@ def check_trial_fits(study: StudyConfig, *, fixed: bool) -> None:
 
     r = study.resources
     bundle = {k: v for k, v in (("CPU", r.cpus_per_worker), ("GPU", r.gpus_per_worker)) if v}
+    bundle.update(r.custom_resources)
     uses_trainer = not (r.workers == 1 and r.in_process)
     need = {k: v * r.workers for k, v in bundle.items()}
     if uses_trainer:
@@ -168,7 +173,7 @@ def check_trial_fits(study: StudyConfig, *, fixed: bool) -> None:
     if not any(all(node.get(k, 0) >= v for k, v in bundle.items()) for node in nodes):
         biggest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
         problems.append(f"no node offers one worker's {_fmt(bundle)} (the largest has "
-                        f"{_fmt({k: biggest.get(k, 0) for k in ('CPU', 'GPU')})})")
+                        f"{_fmt({k: biggest.get(k, 0) for k in ('CPU', 'GPU', *r.custom_resources)})})")
     short = {k: v for k, v in need.items() if total.get(k, 0) < v - 1e-9}
     if short:
         problems.append(f"a trial needs {_fmt(need)} in all ({r.workers} worker(s) of {_fmt(bundle)}"

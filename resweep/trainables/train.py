@@ -76,15 +76,21 @@ def run_training(
     from resweep.stages.produce import artifact_uris
 
     storage = str(Path(cache_dir) if cache_dir else default_cache_dir())
+    from resweep.trainables.relay import relay_name, start_relay
+
     prepared = prepare_stages([config], storage, output_dir, cpus=cpus_per_worker, gpus=1 if gpu else 0)
+    # rank 0 may run on another node: its lines, images and reports come back through the relay,
+    # and this process writes log.txt, images/ and curves.parquet / per_image.parquet
+    relay = start_relay(str(output_dir))
     loop_config = WorkerLoopConfig(
         experiment=config.to_dict(),
-        output_dir=str(output_dir),
         cache_dir=str(cache_dir) if cache_dir else None,
-        image_dir=str(output_dir / "images" / "final"),
         # wall-clock start of `resweep train`: workers report startup_seconds against it
         started_at=started_at,
-        log_path=str(log_path),
+        relay=relay_name(str(output_dir)),
+        relay_source="run",
+        image_subdir="final",
+        relay_reports=True,
         artifacts=artifact_uris(storage, prepared.roles_for(config)),
     )
     trainer = TorchTrainer(
@@ -103,11 +109,15 @@ def run_training(
     )
     from ray.train import TrainingFailedError
 
+    from resweep.trainables.relay import stop_relay
+
     try:
-        result = _fit_with_progress(trainer, config, output_dir, quiet)
+        result = _fit_with_progress(trainer, config, output_dir, quiet, relay)
         error = result.error
     except TrainingFailedError as exc:  # Train V2 raises what a worker raised, wrapped
         result, error = None, exc
+    finally:
+        stop_relay(relay)
     metrics = dict(result.metrics or {}) if result is not None else {}
     metrics.pop("per_image", None)
     summary = TrainSummary(
@@ -136,24 +146,34 @@ def run_training(
     return summary
 
 
-def _fit_with_progress(trainer: Any, config: ExperimentConfig, output_dir: Path, quiet: bool) -> Any:
+def _fit_with_progress(trainer: Any, config: ExperimentConfig, output_dir: Path, quiet: bool, relay: Any) -> Any:
     """``trainer.fit()`` (in this thread: Ray and Ctrl-C want the main thread) while a helper
-    thread shows the run's progress, read from the ``curves.parquet`` rank 0 rewrites at every
-    report."""
+    thread drains the relay about once a second: rank 0's log lines to ``log.txt``, its saved
+    images to ``images/``, its reports to ``curves.parquet`` / ``per_image.parquet`` (a resumed
+    run continues them) and to the progress display."""
+    from resweep.engine.records import RunRecorder
     from resweep.study.progress import Progress
+    from resweep.trainables.relay import drain, write_relayed
 
     progress = Progress(config.name, total_runs=None, quiet=quiet, single_run=True)
-    curves = output_dir / "curves.parquet"
-    seen = [curves.stat().st_mtime if curves.is_file() else 0.0]
+    recorder = RunRecorder(output_dir)
     done = threading.Event()
+    lock = threading.Lock()  # the watcher's last poll and the final one must not interleave
 
     def poll() -> None:
-        if curves.is_file() and curves.stat().st_mtime != seen[0]:
-            seen[0] = curves.stat().st_mtime
-            last = _last_report(curves)
-            if last:
-                progress.run_report("run", last)
-        progress.tick()
+        with lock:
+            try:
+                batch = drain(relay)
+            except Exception:  # the next poll tries again
+                batch = {}
+            for item in batch.values():
+                write_relayed(item, log_path=output_dir / RUN_LOG, error_path=None,
+                              image_root=output_dir / "images")
+                for metrics in item.get("records", []):
+                    recorder.add(metrics)
+                if item.get("records"):
+                    progress.run_report("run", item["records"][-1])
+            progress.tick()
 
     def watch() -> None:
         while not done.wait(1.0):
@@ -174,13 +194,3 @@ def _fit_with_progress(trainer: Any, config: ExperimentConfig, output_dir: Path,
         poll()
         progress.run_ended("run", status)
         progress.stop()
-
-
-def _last_report(path: Path) -> dict[str, Any] | None:
-    import pyarrow.parquet as pq
-
-    try:
-        rows = pq.read_table(path, columns=None).to_pylist()
-    except Exception:  # being replaced right now: next poll
-        return None
-    return rows[-1] if rows else None

@@ -1,9 +1,11 @@
-"""A trial's own log file (``<study>/trials/<trial_id>/log.txt``) and its one-line error summary.
+"""A trial's log (``<study>/trials/<trial_id>/log.txt``) and its one-line error summary.
 
 Everything a trial says goes there: the engine's progress lines, methods' messages, Python
-warnings and ``resweep.*`` log records, and the full traceback when it raises. The driver
-tails these files to show warnings and errors (see ``resweep.study.callback``); ``resweep logs``
-prints one. Ray-free.
+warnings and ``resweep.*`` log records, and the full traceback when it raises. A trial hands
+its lines to a ``sink`` (in a study or a ``resweep train`` run: the relay to the driver, see
+``resweep.trainables.relay``, which writes the file on the driver's disk) or appends them to a
+file itself. The driver shows warnings and errors from them (``resweep.study.callback``);
+``resweep logs`` prints one. Ray-free.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +41,35 @@ def parse_level(line: str) -> str | None:
     return None
 
 
-class TrialLog:
-    """Appends timestamped lines to one file; safe from several threads."""
+#: where a trial's error summary goes: a file (error.json) or a callable (the relay)
+ErrorTarget = str | Path | Callable[[dict[str, Any]], None] | None
 
-    def __init__(self, path: str | Path | None):
+
+class TrialLog:
+    """Timestamped lines to ``sink`` (a callable taking whole lines of text) or appended to
+    the file ``path``; safe from several threads. ``min_level``: lines below it are dropped
+    (other ranks than 0 of a run keep only their errors)."""
+
+    def __init__(self, path: str | Path | None = None, *, sink: Callable[[str], None] | None = None,
+                 min_level: str = "DEBUG"):
         self.path = Path(path) if path else None
+        self.sink = sink
+        self._min = LEVELS.index(min_level)
         self._lock = threading.Lock()
-        if self.path is not None:
+        if self.path is not None and sink is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def active(self) -> bool:
+        return self.sink is not None or self.path is not None
+
     def write(self, level: str, message: str) -> None:
-        if self.path is None:
+        if not self.active or LEVELS.index(level) < self._min:
             return
         text = format_line(level, message)
+        if self.sink is not None:
+            self.sink(text)
+            return
         with self._lock, open(self.path, "a", encoding="utf-8") as handle:
             handle.write(text)
 
@@ -67,7 +85,7 @@ class TrialLog:
     @contextlib.contextmanager
     def capture(self) -> Iterator[TrialLog]:
         """Route Python warnings and ``resweep`` log records of this process into the file."""
-        if self.path is None:
+        if not self.active:
             yield self
             return
         handler = _Handler(self)
@@ -89,7 +107,7 @@ class TrialLog:
                 lg.setLevel(level)
 
     @contextlib.contextmanager
-    def recording_errors(self, error_path: str | Path | None = None) -> Iterator[None]:
+    def recording_errors(self, error_path: ErrorTarget = None) -> Iterator[None]:
         """Write the traceback of an exception leaving the block to the log, then re-raise."""
         try:
             yield
@@ -97,11 +115,14 @@ class TrialLog:
             self.record_exception(exc, error_path)
             raise
 
-    def record_exception(self, exc: BaseException, error_path: str | Path | None) -> dict[str, Any]:
-        """Write the full traceback to the log and the one-line summary to ``error_path``."""
+    def record_exception(self, exc: BaseException, error_path: ErrorTarget) -> dict[str, Any]:
+        """Write the full traceback to the log and the one-line summary to ``error_path`` (a
+        file, or a callable that takes the summary)."""
         summary = summarize_exception(exc)
         self.error("".join(traceback.format_exception(exc)).rstrip())
-        if error_path is not None:
+        if callable(error_path):
+            error_path(summary)
+        elif error_path is not None:
             write_text_atomic(error_path, json.dumps(summary, indent=2))
         return summary
 

@@ -6,7 +6,9 @@ reports reach Tune through ``TuneReportCallback``. Either way this module knows 
 any loss or method: it receives a resolved :class:`~resweep.study.trial_spec.TrialSpec` and runs
 its experiment. Every trial logs to ``<study>/trials/<trial_id>/log.txt``; when it raises, the
 traceback goes there and a one-line summary to ``error.json`` beside it (the driver prints
-that line, not Ray's traceback).
+that line, not Ray's traceback). Those files, and the saved images, are written by the driver:
+the trial sends them through the study's relay actor (``resweep.trainables.relay``), since on a
+cluster the trial's node does not share the driver's disk.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from resweep.study.layout import StudyLayout
 from resweep.study.trial_spec import TrialSettings, TrialSpec
+from resweep.trainables.relay import RelaySender, relay_sender, saved_images
 from resweep.trainables.trial_log import TrialLog
 
 
@@ -31,22 +34,28 @@ def study_trial(config: dict[str, Any], *, settings: TrialSettings) -> None:
 
     trial_id = tune.get_context().get_trial_id()
     layout = StudyLayout(Path(settings.study_dir)) if settings.study_dir else None
-    log = TrialLog(layout.trial_log(trial_id) if layout else None)
     started_at = time.time()
-    with log.capture():
-        try:
-            spec = TrialSpec.from_tune_config(config)
-            # stage keys: the driver's, for what it made and for this trial's own stages
-            settings = dataclasses.replace(settings, artifact_keys={**settings.artifact_keys, **spec.stage_keys})
-            log.info(f"trial {trial_id}: {spec.describe()} (group {spec.group or '-'})")
-            experiment = ExperimentConfig.from_dict(spec.experiment, source=f"<trial {trial_id}>")
-            if settings.uses_torch_trainer:
-                _train_with_torch_trainer(experiment, trial_id, settings, log, started_at)
-            else:
-                _train_in_process(experiment, trial_id, settings, log, started_at)
-        except Exception as exc:
-            log.record_exception(exc, layout.trial_error(trial_id) if layout else None)
-            raise
+    # closed (its last lines, error and images delivered to the driver) before Tune hears the end
+    with relay_sender(settings.relay, trial_id) as relay:
+        if relay is not None:
+            log, error_to = TrialLog(sink=relay.write), relay.error
+        else:  # no driver relay (a caller of its own): the files are written here
+            log = TrialLog(layout.trial_log(trial_id) if layout else None)
+            error_to = layout.trial_error(trial_id) if layout else None
+        with log.capture():
+            try:
+                spec = TrialSpec.from_tune_config(config)
+                # stage keys: the driver's, for what it made and for this trial's own stages
+                settings = dataclasses.replace(settings, artifact_keys={**settings.artifact_keys, **spec.stage_keys})
+                log.info(f"trial {trial_id}: {spec.describe()} (group {spec.group or '-'})")
+                experiment = ExperimentConfig.from_dict(spec.experiment, source=f"<trial {trial_id}>")
+                if settings.uses_torch_trainer:
+                    _train_with_torch_trainer(experiment, trial_id, settings, log, started_at)
+                else:
+                    _train_in_process(experiment, trial_id, settings, log, started_at, relay)
+            except Exception as exc:
+                log.record_exception(exc, error_to)
+                raise
 
 
 @contextlib.contextmanager
@@ -84,7 +93,8 @@ def _artifact_uris(
 
 
 def _train_in_process(
-    experiment: Any, trial_id: str, settings: TrialSettings, log: TrialLog, started_at: float
+    experiment: Any, trial_id: str, settings: TrialSettings, log: TrialLog, started_at: float,
+    relay: RelaySender | None,
 ) -> None:
     import torch
     from ray import tune
@@ -101,18 +111,20 @@ def _train_in_process(
     from resweep.stages.produce import fetch_artifacts
 
     artifacts = fetch_artifacts(_artifact_uris(experiment, settings, trial_id, log, device))
-    trainer = Trainer(
-        experiment,
-        world=World(rank=0, world_size=1, device=device),
-        reporter=TuneReporter(),
-        resume_state=load_resume_state(tune.get_checkpoint()),
-        cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
-        log=log.info,
-        started_at=started_at,
-        image_dir=settings.image_dir(trial_id),
-        artifacts=artifacts,
-    )
-    trainer.fit()
+    subdir = trial_id if settings.image_root else None
+    with saved_images(relay, subdir, settings.image_dir(trial_id)) as image_dir:
+        trainer = Trainer(
+            experiment,
+            world=World(rank=0, world_size=1, device=device),
+            reporter=TuneReporter(),
+            resume_state=load_resume_state(tune.get_checkpoint()),
+            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
+            log=log.info,
+            started_at=started_at,
+            image_dir=image_dir,
+            artifacts=artifacts,
+        )
+        trainer.fit()
 
 
 def _train_with_torch_trainer(
@@ -125,7 +137,7 @@ def _train_with_torch_trainer(
     from resweep.trainables.worker import WorkerLoopConfig, train_loop_per_worker
 
     use_gpu = settings.gpus_per_worker > 0
-    resources = {"CPU": settings.cpus_per_worker}
+    resources = {"CPU": settings.cpus_per_worker, **settings.custom_resources}
     if use_gpu:
         resources["GPU"] = settings.gpus_per_worker
     image_dir = settings.image_dir(trial_id)
@@ -134,7 +146,10 @@ def _train_with_torch_trainer(
         cache_dir=settings.cache_dir,
         started_at=started_at,
         image_dir=str(image_dir) if image_dir else None,
-        log_path=str(log.path) if log.path else None,
+        log_path=str(log.path) if log.path else None,  # None when the trial relays its lines
+        relay=settings.relay if log.sink is not None else None,
+        relay_source=trial_id,
+        image_subdir=trial_id if image_dir else None,
         artifacts=_artifact_uris(experiment, settings, trial_id, log),
     )
     trainer = TorchTrainer(

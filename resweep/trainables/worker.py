@@ -82,8 +82,18 @@ class WorkerLoopConfig:
     started_at: float | None = None
     """wall-clock start of the run: workers report startup_seconds against it"""
     image_dir: str | None = None
+    """without a relay: where rank 0 saves the final images (a folder the driver can read)"""
     log_path: str | None = None
-    """rank 0 appends its log lines there (a study trial's log.txt, a run's log.txt)"""
+    """without a relay: rank 0 appends its log lines there (a folder the driver can read)"""
+    relay: str | None = None
+    """the driver's relay actor (resweep.trainables.relay): rank 0's log lines, any rank's
+    errors, rank 0's saved images (and with ``relay_reports`` its reports) go through it"""
+    relay_source: str = "run"
+    """who is speaking (a study's trial id)"""
+    image_subdir: str | None = None
+    """with a relay: the images' folder under the driver's image root (None: no images)"""
+    relay_reports: bool = False
+    """send each report to the driver too (``resweep train`` writes curves.parquet from them)"""
     artifacts: dict[str, str] | None = None
     """stage role -> artifact URI (see resweep.stages); each worker fetches its own copy"""
 
@@ -100,6 +110,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    from resweep.trainables.relay import relay_sender, saved_images
     from resweep.trainables.trial_log import TrialLog
 
     _quiet_report_log()
@@ -110,27 +121,41 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         world_size=context.get_world_size(),
         device=ray.train.torch.get_device(),
     )
-    log = TrialLog(settings.log_path if world.is_main else None)
-    with log.capture(), log.recording_errors():
-        config = ExperimentConfig.from_dict(settings.experiment, source="<trial config>")
-        recorder = RunRecorder(settings.output_dir) if settings.output_dir and world.is_main else None
-        artifacts = None
-        if settings.artifacts is not None:
-            from resweep.stages.produce import fetch_artifacts
+    with relay_sender(settings.relay, settings.relay_source) as relay:
+        if relay is not None:  # rank 0 says everything, the other ranks their errors
+            log = TrialLog(sink=relay.write, min_level="DEBUG" if world.is_main else "ERROR")
+            recorder = relay if settings.relay_reports and world.is_main else None
+        else:
+            log = TrialLog(settings.log_path if world.is_main else None)
+            recorder = RunRecorder(settings.output_dir) if settings.output_dir and world.is_main else None
+        subdir = settings.image_subdir if world.is_main else None
+        fallback = Path(settings.image_dir) if settings.image_dir else None
+        with log.capture(), log.recording_errors(), saved_images(relay, subdir, fallback) as image_dir:
+            _fit(settings, world, log, recorder, image_dir if relay is not None else fallback)
 
-            artifacts = fetch_artifacts(settings.artifacts)  # into the node's shared artifact cache
-        trainer = Trainer(
-            config,
-            world=world,
-            reporter=RayTrainReporter(recorder),
-            resume_state=load_resume_state(ray.train.get_checkpoint()),
-            cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
-            log=log.info if settings.log_path else print,
-            started_at=settings.started_at,
-            image_dir=Path(settings.image_dir) if settings.image_dir else None,
-            artifacts=artifacts,
-        )
-        trainer.fit()
+
+def _fit(settings: WorkerLoopConfig, world: World, log: Any, recorder: Any,
+         image_dir: Path | None) -> None:
+    import ray.train
+
+    config = ExperimentConfig.from_dict(settings.experiment, source="<trial config>")
+    artifacts = None
+    if settings.artifacts is not None:
+        from resweep.stages.produce import fetch_artifacts
+
+        artifacts = fetch_artifacts(settings.artifacts)  # into the node's shared artifact cache
+    trainer = Trainer(
+        config,
+        world=world,
+        reporter=RayTrainReporter(recorder),
+        resume_state=load_resume_state(ray.train.get_checkpoint()),
+        cache_dir=Path(settings.cache_dir) if settings.cache_dir else None,
+        log=log.info if log.active else print,
+        started_at=settings.started_at,
+        image_dir=image_dir,
+        artifacts=artifacts,
+    )
+    trainer.fit()
 
 
 def _quiet_report_log() -> None:
