@@ -41,10 +41,11 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 from resweep.errors import ResweepError
 from resweep.fileio import fsync_dir, fsync_file, fsync_tree
+from resweep.uri import filesystem, is_remote, join_uri
 
 logger = logging.getLogger("resweep.stages")
 
@@ -59,28 +60,6 @@ def scratch_root() -> Path:
     import tempfile
 
     return Path(os.environ.get("RESWEEP_SCRATCH") or Path(tempfile.gettempdir()) / "resweep-scratch")
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """``base/parts...`` for a path or a URI, keeping a URI's query (``?endpoint_override=``)."""
-    if "://" not in base:
-        return str(Path(base, *parts))
-    split = urlsplit(base)
-    path = "/".join([split.path.rstrip("/"), *[p.strip("/") for p in parts]])
-    return urlunsplit((split.scheme, split.netloc, path, split.query, split.fragment))
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def filesystem(uri: str) -> tuple[Any, str]:
-    """``(pyarrow FileSystem, path inside it)`` of a path or URI, as Ray Tune resolves it."""
-    import pyarrow.fs as pafs
-
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), str(Path(uri).resolve())
-    return pafs.FileSystem.from_uri(uri)
 
 
 class ArtifactCorrupt(ResweepError):

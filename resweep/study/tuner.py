@@ -11,6 +11,7 @@ from resweep.study.layout import TRAIN_RUNS_DIR, StudyLayout
 from resweep.study.spec import StudyConfig
 from resweep.study.trial_spec import TRIAL_KEY, TrialSettings, TrialSpec
 from resweep.trainables.tune_trial import study_trial
+from resweep.uri import join_uri
 
 logger = logging.getLogger("resweep.study")
 
@@ -38,7 +39,7 @@ def trial_settings(
         cpus_per_worker=r.cpus_per_worker,
         gpus_per_worker=r.gpus_per_worker,
         max_failures=study.failure.max_failures,
-        train_storage=storage.rstrip("/") + "/" + TRAIN_RUNS_DIR,
+        train_storage=join_uri(storage, TRAIN_RUNS_DIR),
         cache_dir=str(layout.cache),
         image_root=str(layout.images),
         study_dir=str(layout.root),
