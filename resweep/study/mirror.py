@@ -80,7 +80,7 @@ class StudyMirror:
     """Copies a study folder to a remote storage, a sync at a time (see the module's doc).
 
     :meth:`request` is what the driver calls (cheap: a sync runs in a background thread, at most
-    every ``interval_s`` seconds, at once after :meth:`trial_ended`); :meth:`close` waits for it
+    every ``interval_s`` seconds, at once after a trial started or ended); :meth:`close` waits for it
     and syncs a last time. A failed upload is warned about once and retried at the next sync."""
 
     def __init__(self, study_dir: str | Path, storage: str, interval_s: float = MIRROR_INTERVAL_S):
@@ -105,6 +105,9 @@ class StudyMirror:
         with self._lock:
             self._active.add(trial_id)
             self._settled -= {f"{d}/{trial_id}" for d in PER_TRIAL}
+            # Optuna has just written the ask to optuna.db: the copy should not lag behind the
+            # searcher state Tune saves in the storage (a resumed searcher tells that trial)
+            self._due = True
 
     def trial_ended(self, trial_id: str) -> None:
         with self._lock:

@@ -35,6 +35,7 @@ class MirrorCallback(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._get().trial_active(trial.trial_id)
+        self._get().request()
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._get().trial_ended(trial.trial_id)
