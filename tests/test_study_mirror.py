@@ -172,6 +172,38 @@ def test_mirror_uploads_only_what_changed_deletes_moved_parts_and_copies_optuna_
     assert capsys.readouterr().err == ""
 
 
+def test_a_sync_looks_at_the_same_files_with_2_or_42_ended_trials(s3_server, tmp_path, monkeypatch):  # noqa: F811
+    from resweep.study.mirror import StudyMirror
+
+    root = tmp_path / "m"
+    _study_folder(root)
+    mirror = StudyMirror(root, _storage(s3_server, "flat", monkeypatch))
+    looked: list[Path] = []
+    real = mirror._if_changed
+    monkeypatch.setattr(mirror, "_if_changed", lambda path: (looked.append(path), real(path))[1])
+
+    def looked_at_by_a_sync() -> int:
+        looked.clear()
+        assert mirror.sync()
+        return len(looked)
+
+    for tid in ("t1", "t2"):
+        mirror.trial_active(tid)
+        mirror.trial_ended(tid)
+    looked_at_by_a_sync()  # their folders' last look
+    with_two = looked_at_by_a_sync()
+    for i in range(40):
+        tid = f"e{i}"
+        mirror.trial_active(tid)
+        (root / "trials" / tid).mkdir()
+        (root / "trials" / tid / "log.txt").write_text("x\n")
+        (root / "images" / tid).mkdir()
+        (root / "images" / tid / "a.png").write_bytes(b"png")
+        mirror.trial_ended(tid)
+    assert looked_at_by_a_sync() == with_two + 80  # the 40 new trials' last look
+    assert looked_at_by_a_sync() == with_two
+
+
 def test_mirror_failures_are_warned_once_and_retried(s3_server, tmp_path, monkeypatch, capsys):  # noqa: F811
     import boto3
 

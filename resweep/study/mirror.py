@@ -91,6 +91,8 @@ class StudyMirror:
         self._synced: dict[str, tuple[int, int]] = {}  # relative path -> (size, mtime_ns) uploaded
         self._settled: set[str] = set()  # "trials/<id>", "images/<id>": nothing more will change
         self._active: set[str] = set()  # trial ids running (their folders are never settled)
+        self._touched: set[str] = set()  # started or ended since the running sync began
+        self._ended: set[str] = set()  # trial ids that ended while this driver ran
         self._first = True
         self._warned = False
         self._lock = threading.Lock()
@@ -104,6 +106,8 @@ class StudyMirror:
     def trial_active(self, trial_id: str) -> None:
         with self._lock:
             self._active.add(trial_id)
+            self._ended.discard(trial_id)
+            self._touched.add(trial_id)
             self._settled -= {f"{d}/{trial_id}" for d in PER_TRIAL}
             # Optuna has just written the ask to optuna.db: the copy should not lag behind the
             # searcher state Tune saves in the storage (a resumed searcher tells that trial)
@@ -112,6 +116,8 @@ class StudyMirror:
     def trial_ended(self, trial_id: str) -> None:
         with self._lock:
             self._active.discard(trial_id)  # its folders get one more look, then are settled
+            self._ended.add(trial_id)
+            self._touched.add(trial_id)
             self._due = True
 
     def request(self) -> None:
@@ -161,12 +167,13 @@ class StudyMirror:
     def _sync(self) -> None:
         with self._lock:
             first = self._first
-            active = set(self._active)
-        self._sync_files(first, active)  # on failure nothing is marked synced: all retried
+            active, ended = set(self._active), set(self._ended)
+            self._touched.clear()
+        self._sync_files(first, active, ended)  # on failure nothing is marked synced: all retried
         self._first = False
         self._sync_optuna_db()
 
-    def _sync_files(self, first: bool, active: set[str]) -> None:
+    def _sync_files(self, first: bool, active: set[str], ended: set[str]) -> None:
         changed: list[str] = []
         datasets: dict[str, set[str]] = {}
         newly_settled: list[str] = []
@@ -190,18 +197,19 @@ class StudyMirror:
                     if key in self._settled or _skip(sub.name):
                         continue
                     changed += [c for f in _files(Path(sub.path)) for c in self._if_changed(f)]
-                    # a folder of a trial that is not running is settled once looked at; shared
-                    # folders (images/_gt) and the first sync's unknown trials are settled too:
-                    # a trial that starts again is unsettled by trial_active
-                    if sub.name not in active:
+                    # the folder of a trial that ended is settled once looked at after its end
+                    # (the first sync: of every trial not running, those of an earlier driver);
+                    # shared folders (images/_gt, _baseline) are looked at every time. A trial
+                    # that starts again is unsettled by trial_active
+                    if sub.name not in active and not sub.name.startswith("_") and (first or sub.name in ended):
                         newly_settled.append(key)
             elif entry.is_dir():  # anything else the study folder holds
                 changed += [c for f in _files(Path(entry.path)) for c in self._if_changed(f)]
         for rel in changed:
             self._upload(rel)
         self._delete_stale(datasets, first)
-        with self._lock:
-            self._settled.update(k for k in newly_settled if k.split("/", 1)[1] not in self._active)
+        with self._lock:  # not a trial that started or ended while we looked: it may have changed since
+            self._settled.update(k for k in newly_settled if k.split("/", 1)[1] not in self._touched)
 
     def _if_changed(self, path: Path) -> list[str]:
         try:
