@@ -23,7 +23,6 @@ No Ray, no torch: ``resweep status``/``report`` use :func:`fetch_study`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import sqlite3
@@ -50,8 +49,6 @@ from resweep.study.layout import (
     TUNE_DIR,
 )
 from resweep.uri import filesystem, join_uri
-
-logger = logging.getLogger("resweep.study")
 
 #: top-level names of the study folder that are not mirrored: Tune's and Ray Train's folders
 #: and the artifacts already live in the storage; caches, the report and the lock are local;
