@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from resweep.errors import ConfigError, ResweepError
@@ -83,29 +84,54 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 def _cmd_resume(args: argparse.Namespace) -> int:
     from resweep.study import resume_study
 
-    resume_study(args.dir, address=args.address)
+    resume_study(args.dir, address=args.address, local_dir=args.local_dir)
     return 0
+
+
+@contextlib.contextmanager
+def _study_folder(location: str, only: Sequence[str] | None = None) -> Iterator[Path]:
+    """A study folder, or the study mirrored at a storage URI fetched into a temporary one."""
+    if "://" not in location:
+        yield Path(location)
+        return
+    import tempfile
+
+    from resweep.study.mirror import fetch_study
+
+    with tempfile.TemporaryDirectory(prefix="resweep-study-") as tmp:
+        yield fetch_study(location, Path(tmp) / "study", only=only)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     # only the study's files: no torch, no Ray (works on a copy of a study without them)
+    from resweep.study.layout import META_FILE, TRIAL_DIRS, TRIALS_FILE
     from resweep.study.status_view import print_status
 
-    print_status(args.dir, trial=args.trial)
+    only = [META_FILE, TRIALS_FILE, *([f"{TRIAL_DIRS}/{args.trial}"] if args.trial else [])]
+    with _study_folder(args.dir, only) as folder:
+        print_status(folder, trial=args.trial)
     return 0
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
+    from resweep.study.layout import META_FILE, TRIAL_DIRS
     from resweep.study.status_view import print_trial_log
 
-    print_trial_log(args.dir, args.trial, tail=args.tail)
+    with _study_folder(args.dir, [META_FILE, f"{TRIAL_DIRS}/{args.trial}"]) as folder:
+        print_trial_log(folder, args.trial, tail=args.tail)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from resweep.analysis import build_report
 
-    report = build_report(args.dir, out_dir=args.out)
+    with _study_folder(args.dir) as folder:
+        out = args.out
+        if out is None and folder != Path(args.dir):  # fetched into a temporary folder
+            import json
+
+            out = Path("reports") / json.loads((folder / "study.json").read_text())["name"]
+        report = build_report(folder, out_dir=out)
     print(f"report written: {report.index_path}")
     return 0
 
@@ -154,24 +180,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_presets)
 
     p = sub.add_parser("resume", help="continue an interrupted study")
-    p.add_argument("dir")
+    p.add_argument("dir", help="study folder, or its remote storage (s3://bucket/studies/NAME)")
     p.add_argument("--address")
+    p.add_argument("--dir", dest="local_dir",
+                   help="with a storage URI: the local folder to fetch the study into (default studies/<name>)")
     p.set_defaults(func=_cmd_resume)
 
     p = sub.add_parser("status", help="where a study stands, read from disk")
-    p.add_argument("dir")
+    p.add_argument("dir", help="study folder, or its remote storage (s3://bucket/studies/NAME)")
     p.add_argument("--trial", help="show this trial's log instead")
     p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("logs", help="one trial's log (<study>/trials/<trial_id>/log.txt)")
-    p.add_argument("dir")
+    p.add_argument("dir", help="study folder, or its remote storage")
     p.add_argument("trial", help="trial id (see `resweep status DIR`)")
     p.add_argument("--tail", type=int, help="only the last N lines")
     p.set_defaults(func=_cmd_logs)
 
     p = sub.add_parser("report", help="ablation tables and a dashboard for a study")
-    p.add_argument("dir")
-    p.add_argument("--out", help="output folder (default: <study>/report)")
+    p.add_argument("dir", help="study folder, or its remote storage (s3://bucket/studies/NAME)")
+    p.add_argument("--out", help="output folder (default: <study>/report; reports/<name> for a storage URI)")
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("demo", help="the main job: a small real study on the demo photographs, and its report")

@@ -41,7 +41,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 from resweep.errors import ResweepError
 from resweep.fileio import fsync_dir, fsync_file, fsync_tree
@@ -49,34 +49,13 @@ from resweep.stages.scratch import node_cache
 from resweep.stages.scratch import (
     scratch_root as scratch_root,  # its former home, kept for importers
 )
+from resweep.uri import filesystem, is_remote, join_uri
 
 logger = logging.getLogger("resweep.stages")
 
 COMMIT_FILE = "COMMITTED.json"
 DEFINITION_FILE = "definition.json"
 ARTIFACTS_DIR = "artifacts"
-
-
-def join_uri(base: str, *parts: str) -> str:
-    """``base/parts...`` for a path or a URI, keeping a URI's query (``?endpoint_override=``)."""
-    if "://" not in base:
-        return str(Path(base, *parts))
-    split = urlsplit(base)
-    path = "/".join([split.path.rstrip("/"), *[p.strip("/") for p in parts]])
-    return urlunsplit((split.scheme, split.netloc, path, split.query, split.fragment))
-
-
-def is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file://")
-
-
-def filesystem(uri: str) -> tuple[Any, str]:
-    """``(pyarrow FileSystem, path inside it)`` of a path or URI, as Ray Tune resolves it."""
-    import pyarrow.fs as pafs
-
-    if "://" not in uri:
-        return pafs.LocalFileSystem(), str(Path(uri).resolve())
-    return pafs.FileSystem.from_uri(uri)
 
 
 class ArtifactCorrupt(ResweepError):

@@ -13,9 +13,7 @@ from resweep.config import ExperimentConfig
 from resweep.errors import ResweepError
 from resweep.study.driver_lock import driver_lock
 from resweep.study.layout import (
-    ARTIFACTS_FILE,
     CURVES_FILE,
-    META_FILE,
     PER_IMAGE_FILE,
     STUDY_FILE,
     TRIAL_DIRS,
@@ -26,6 +24,7 @@ from resweep.study.layout import (
 from resweep.study.results import StudyResults, count_ended, count_statuses, read_trials
 from resweep.study.spec import StudyConfig, load_study, study_from_dict, study_to_yaml
 from resweep.trainables.runtime import init_ray
+from resweep.uri import is_uri, join_uri
 
 
 def default_study_dir(study: StudyConfig) -> Path:
@@ -147,11 +146,16 @@ def run_study(
         source = str(study)
         study = load_study(study)
     layout = StudyLayout(Path(study_dir or default_study_dir(study)).resolve())
-    if layout.tune.exists():
+    storage = study.storage or str(layout.root)
+    if layout.tune.exists() or (is_uri(storage) and _tune_state_at(storage)):
         if fresh:
-            raise ResweepError(f"{layout.root} already holds a study; remove it or drop --fresh")
-        print(f"{layout.root} already holds this study: resuming it")
-        return resume_study(layout.root, address=address, quiet=quiet, num_cpus=num_cpus)
+            raise ResweepError(f"{layout.root} (storage {storage}) already holds a study; remove it or drop --fresh")
+        if layout.study_file.is_file():
+            print(f"{layout.root} already holds this study: resuming it")
+            return resume_study(layout.root, address=address, quiet=quiet, num_cpus=num_cpus)
+        # another machine ran it: its storage holds the study's mirror and Tune's state
+        print(f"{storage} already holds this study: resuming it from there")
+        return resume_study(storage, address=address, quiet=quiet, num_cpus=num_cpus, local_dir=layout.root)
 
     from resweep.study.preflight import preflight_study
 
@@ -177,22 +181,31 @@ def _start(
     check_trial_fits(study, fixed=embedded)
     artifact_keys = _prepare_stages(study, layout, storage)
     callback = _callback(study, layout, quiet, storage, artifact_keys)
-    tuner = build_tuner(study, layout, storage, [callback], artifact_keys)
+    mirror = _mirror_callback(layout, storage)
+    tuner = build_tuner(study, layout, storage, [callback, *([mirror] if mirror else [])], artifact_keys)
     print(f"study '{study.name}': {total_trials(study)} trials; folder {layout.root}")
-    _fit(tuner, layout, total_trials(study))
-    _mirror_results(layout, storage)
+    _fit_and_mirror(tuner, layout, total_trials(study), mirror)
 
 
 def resume_study(
-    study_dir: str | Path, *, address: str | None = None, quiet: bool = False, num_cpus: int | None = None
+    study_dir: str | Path, *, address: str | None = None, quiet: bool = False, num_cpus: int | None = None,
+    local_dir: str | Path | None = None,
 ) -> Path:
     """Continue an interrupted study: finished trials are kept, unfinished ones continue from
-    their last checkpoint, errored ones are not rerun."""
+    their last checkpoint, errored ones are not rerun.
+
+    ``study_dir`` may be the study's remote storage (``s3://bucket/studies/NAME``): its mirrored
+    folder is fetched into ``local_dir`` (default ``studies/<name>``, which must not hold a
+    study yet) and the study continues from Tune's state in that storage."""
     from ray import tune
 
     from resweep.config import read_yaml
     from resweep.study.tuner import restore_tuner, total_trials
 
+    storage_uri = None
+    if is_uri(study_dir):
+        storage_uri = str(study_dir)
+        study_dir = _fetch_for_resume(storage_uri, local_dir)
     layout = StudyLayout(Path(study_dir).resolve())
     if not layout.study_file.is_file():
         raise ResweepError(f"{layout.root} is not a study folder (no {STUDY_FILE})")
@@ -201,8 +214,8 @@ def resume_study(
 
     # data can move or vanish between the stop and the resume: say so before Ray starts
     preflight_study(study)
-    storage = study.storage or str(layout.root)
-    tune_path = storage.rstrip("/") + "/" + TUNE_DIR
+    storage = storage_uri or study.storage or str(layout.root)
+    tune_path = join_uri(storage, TUNE_DIR)
     with driver_lock(layout.root):
         init_ray(address, num_cpus=num_cpus)
         if not tune.Tuner.can_restore(tune_path):
@@ -219,24 +232,77 @@ def resume_study(
             return layout.root
         artifact_keys = _prepare_stages(study, layout, storage)  # finished artifacts are reused
         tuner = restore_tuner(study, layout, storage, tune_path, artifact_keys)
+        mirror = _mirror_callback(layout, storage)
+        _rebind_callbacks(tuner, layout, mirror)
         print(f"resuming study '{study.name}' in {layout.root}")
-        _fit(tuner, layout, total_trials(study))
-        _mirror_results(layout, storage)
+        _fit_and_mirror(tuner, layout, total_trials(study), mirror)
     return layout.root
 
 
-def _mirror_results(layout: StudyLayout, storage: str) -> None:
-    """With remote storage (s3://...), copy the study's own files next to Ray's results."""
-    if "://" not in storage:
-        return
-    import pyarrow.fs as pafs
+# --------------------------------------------------------------------------- remote storage
+def _mirror_callback(layout: StudyLayout, storage: str) -> Any:
+    """With a remote storage (s3://...), the callback that mirrors the study folder there."""
+    if not is_uri(storage):
+        return None  # a local storage is the study folder itself
+    from resweep.study.mirror_callback import MirrorCallback
 
-    fs, root = pafs.FileSystem.from_uri(storage)
-    local = pafs.LocalFileSystem()
-    for name in (TRIALS_FILE, CURVES_FILE, PER_IMAGE_FILE, ARTIFACTS_FILE, META_FILE, STUDY_FILE, TRIAL_DIRS):
-        src = layout.root / name
-        if src.exists():
-            pafs.copy_files(str(src), f"{root}/{name}", source_filesystem=local, destination_filesystem=fs)
+    return MirrorCallback(layout.root, storage)
+
+
+def _fit_and_mirror(tuner: Any, layout: StudyLayout, planned: int, mirror: Any) -> None:
+    try:
+        _fit(tuner, layout, planned)
+    finally:  # also when stopped: the storage gets everything the folder has
+        if mirror is not None:
+            mirror.close()
+
+
+def _tune_state_at(storage: str) -> bool:
+    from ray import tune
+
+    return bool(tune.Tuner.can_restore(join_uri(storage, TUNE_DIR)))
+
+
+def _fetch_for_resume(uri: str, local_dir: str | Path | None) -> Path:
+    """The study folder mirrored at ``uri`` fetched into a new local folder."""
+    import yaml
+
+    from resweep.study.mirror import fetch_study, read_remote_text
+
+    source = join_uri(uri, STUDY_FILE)
+    try:
+        study = study_from_dict(yaml.safe_load(read_remote_text(uri, STUDY_FILE)), source=source)
+    except yaml.YAMLError as exc:
+        raise ResweepError(f"{source} cannot be read: {exc}") from None
+    dest = Path(local_dir or default_study_dir(study)).resolve()
+    if (dest / STUDY_FILE).is_file():
+        raise ResweepError(
+            f"{dest} already holds study '{study.name}': resume that copy with `resweep resume {dest}`, "
+            f"or move it away to resume from {uri} (or pass --dir for another folder)"
+        )
+    print(f"fetching study '{study.name}' from {uri} into {dest}")
+    return fetch_study(uri, dest)
+
+
+def _rebind_callbacks(tuner: Any, layout: StudyLayout, mirror: Any) -> None:
+    """Tune restores the callbacks it pickled with the run: the study's callback gets this
+    driver's study folder (another machine's path when fetched from the storage), and the
+    mirror is this driver's (also for a study run before mirroring existed)."""
+    from resweep.study.callback import StudyCallback
+    from resweep.study.mirror_callback import MirrorCallback
+
+    internal = getattr(tuner, "_local_tuner", None)  # None under Ray Client
+    if internal is None:
+        return
+    config = internal.get_run_config()
+    kept = []
+    for cb in config.callbacks or []:
+        if isinstance(cb, MirrorCallback):
+            continue
+        if isinstance(cb, StudyCallback):
+            cb.study_dir = str(layout.root)
+        kept.append(cb)
+    config.callbacks = [*kept, *([mirror] if mirror is not None else [])]
 
 
 def print_status(study_dir: str | Path) -> None:  # kept for callers of the old location

@@ -12,6 +12,7 @@ from resweep.study.spec import StudyConfig
 from resweep.study.trial_spec import TRIAL_KEY, TrialSettings, TrialSpec
 from resweep.trainables.relay import relay_name
 from resweep.trainables.tune_trial import study_trial
+from resweep.uri import join_uri
 
 logger = logging.getLogger("resweep.study")
 
@@ -44,7 +45,7 @@ def trial_settings(
         gpus_per_worker=r.gpus_per_worker,
         custom_resources=dict(r.custom_resources),
         max_failures=study.failure.max_failures,
-        train_storage=storage.rstrip("/") + "/" + TRAIN_RUNS_DIR,
+        train_storage=join_uri(storage, TRAIN_RUNS_DIR),
         cache_dir=str(layout.cache),
         image_root=str(layout.images),
         study_dir=str(layout.root),
