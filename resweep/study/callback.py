@@ -12,6 +12,7 @@ from typing import Any
 from ray.tune import Callback
 
 from resweep.status import Status
+from resweep.study import resource_wait
 from resweep.study.layout import StudyLayout
 from resweep.study.progress import Progress
 from resweep.study.results import StudyResults
@@ -75,6 +76,7 @@ class StudyCallback(Callback):
         self.last_tail = 0.0
         self.progress = Progress(self.name, total_runs=self.total_trials, objective=self.objective,
                                  mode=self.mode, quiet=self.quiet)
+        self.waits = resource_wait.for_study_file(self.layout.study_file)  # "waiting for resources"
         self._summarize()
         self.progress.start()
 
@@ -123,6 +125,8 @@ class StudyCallback(Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._relay_logs()
+        if self.waits is not None:
+            self.waits.update(trials, self.progress)
         self.progress.tick()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -67,7 +67,10 @@ class SchedulerConfig(_Strict):
 class BudgetConfig(_Strict):
     max_trials: int | None = Field(None, ge=1, description="cap on the number of trials")
     time_limit_s: float | None = Field(None, gt=0, description="stop launching/continue trials after this")
-    max_concurrent: int | None = Field(None, ge=1, description="default: as many as resources allow")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="trials at a time; default: as many as the cluster can hold, on an "
+        "autoscaling cluster as many as it can grow to (its autoscaler's node types)",
+    )
 
 
 class ResourcesConfig(_Strict):
@@ -77,6 +80,23 @@ class ResourcesConfig(_Strict):
     in_process: bool = Field(
         True, description="with one worker, train in the trial process (skips the nested worker group)"
     )
+    trial_resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="custom Ray resources each trial holds, e.g. {trial_node: 1} where only the "
+        "worker node type offers trial_node: trials then run on those nodes only (held by the "
+        "trial process; a multi-worker trial's workers take cpus_per_worker / gpus_per_worker)",
+    )
+
+    @field_validator("trial_resources")
+    @classmethod
+    def _custom_resources_only(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if name in ("CPU", "GPU", "memory", "object_store_memory") or name.startswith("node:"):
+                raise ValueError(f"'{name}' is Ray's own resource: ask for it with cpus_per_worker / "
+                                 "gpus_per_worker; trial_resources names custom resources")
+            if not amount > 0:
+                raise ValueError(f"trial_resources.{name}: {amount} must be > 0")
+        return value
 
     @model_validator(mode="after")
     def _whole_gpus_for_ddp(self) -> ResourcesConfig:
