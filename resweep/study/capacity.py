@@ -287,13 +287,13 @@ def decide_concurrency(study: StudyConfig, cluster: Cluster, planned: int) -> Co
         n = study.budget.max_concurrent
         return Concurrency(n, f"concurrency: {n} trial(s) at a time, from budget.max_concurrent")
     shape = trial_shape(study.resources)
-    now = max(1, cluster.fits_now(shape, limit=planned))
+    now = cluster.fits_now(shape, limit=planned)
     if cluster.autoscales:
-        n = max(1, cluster.fits_at_most(shape, limit=planned))
+        n = max(1, now, cluster.fits_at_most(shape, limit=planned))
         why = (f"what the cluster can grow to ({', '.join(t.describe() for t in cluster.node_types)}, "
                f"from {cluster.source}; {now} fit now)")
     else:
-        n = now
+        n = max(1, now)
         why = ("what the cluster's nodes hold now (no autoscaler node types found; set "
                "budget.max_concurrent if the cluster grows)")
     capped = " (the study's trials)" if n == planned else ""
