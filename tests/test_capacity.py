@@ -111,6 +111,8 @@ def test_the_cluster_max_workers_caps_the_node_types():
     types = [NodeType("small", {"CPU": 1}, 10), NodeType("big", {"CPU": 4}, 10)]
     cluster = Cluster(nodes=[{"CPU": 0}], head={"CPU": 0}, node_types=types, max_workers=3, source="x")
     assert cluster.fits_at_most(trial_shape(ResourcesConfig(cpus_per_worker=1))) == 12  # 3 big nodes
+    unbounded = Cluster(nodes=[{"CPU": 0}], head={"CPU": 0}, node_types=[NodeType("any", {"CPU": 1}, 10**9)], source="x")
+    assert unbounded.fits_at_most(trial_shape(ResourcesConfig(cpus_per_worker=1)), limit=50) == 50
 
 
 # --------------------------------------------------------------------------- refusals

@@ -120,15 +120,15 @@ class Cluster:
     def autoscales(self) -> bool:
         return bool(self.node_types)
 
-    def largest(self, shape: TrialShape) -> list[dict[str, float]]:
+    def largest(self, shape: TrialShape, enough: int = 10_000) -> list[dict[str, float]]:
         """The nodes of the cluster at its largest: the head, and each node type as many times
         as the autoscaler may launch it (the types that hold most trials first, when the
-        cluster's own max_workers is smaller than the sum)."""
+        cluster's own max_workers is smaller than the sum), at most ``enough`` of each."""
         ranked = sorted(self.node_types, key=lambda t: -trials_that_fit(shape, [t.resources], limit=64))
         budget = self.max_workers if self.max_workers is not None else sum(t.max_workers for t in ranked)
         nodes = [dict(self.head)] if self.head is not None else []
         for node_type in ranked:
-            count = max(0, min(node_type.max_workers, budget))
+            count = max(0, min(node_type.max_workers, budget, enough))
             nodes += [dict(node_type.resources) for _ in range(count)]
             budget -= count
         return nodes
@@ -138,7 +138,10 @@ class Cluster:
 
     def fits_at_most(self, shape: TrialShape, limit: int = 10_000) -> int:
         now = self.fits_now(shape, limit)
-        return max(now, trials_that_fit(shape, self.largest(shape), limit)) if self.autoscales else now
+        if not self.autoscales:
+            return now
+        # more nodes of a type than the trials have bundles change nothing (an unbounded type)
+        return max(now, trials_that_fit(shape, self.largest(shape, limit * len(shape.bundles)), limit))
 
     def describe(self, kinds: list[str]) -> str:
         total = {k: sum(n.get(k, 0) for n in self.nodes) for k in kinds}
