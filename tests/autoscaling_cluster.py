@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,9 +44,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def cluster_config(head_resources: dict, worker_node_types: dict, gcs_address: str) -> dict:
-    """What ``AutoscalingCluster(head_resources, worker_node_types)`` writes, pointed at our GCS."""
-    config = json.loads(json.dumps(_BASE_CONFIG))
+def cluster_config(head_resources: dict, worker_node_types: dict, gcs_address: str, **config_kwargs) -> dict:
+    """What ``AutoscalingCluster(head_resources, worker_node_types, **config_kwargs)`` writes,
+    pointed at our GCS."""
+    config = {**json.loads(json.dumps(_BASE_CONFIG)), **config_kwargs}
     config["available_node_types"] = {
         **worker_node_types,
         "ray.head.default": {"resources": dict(head_resources), "node_config": {}, "max_workers": 0},
@@ -66,7 +68,8 @@ def _session_pids(sid: int) -> list[int]:
 
 @contextlib.contextmanager
 def autoscaling_cluster(
-    head_resources: dict, worker_node_types: dict, env: dict | None = None, token_file: Path | None = None
+    head_resources: dict, worker_node_types: dict, env: dict | None = None, token_file: Path | None = None,
+    **config_kwargs,
 ) -> Iterator[tuple[str, dict[str, str]]]:
     """Start the simulated autoscaling cluster; yields its GCS address (for ``--address``) and
     the environment variables a client needs to join it (token authentication, as the shipped
@@ -79,7 +82,7 @@ def autoscaling_cluster(
     address = f"{get_node_ip_address()}:{port}"
     folder = Path(tempfile.mkdtemp(prefix="rsas-", dir="/tmp"))  # short: Ray's socket paths
     config_path = folder / "autoscaling.json"
-    config_path.write_text(json.dumps(cluster_config(head_resources, worker_node_types, address)))
+    config_path.write_text(json.dumps(cluster_config(head_resources, worker_node_types, address, **config_kwargs)))
     token = token_file or folder / "ray_token"
     if not token.is_file():
         token.write_text(secrets.token_hex(32))
@@ -87,9 +90,12 @@ def autoscaling_cluster(
     head = dict(head_resources)
     cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
            f"--autoscaling-config={config_path}", f"--temp-dir={folder / 'ray'}",
-           # ports of its own: another Ray on this machine may hold the defaults (8265, 10001)
+           # ports of its own: another Ray on this machine may hold the defaults (8265, 10001,
+           # the dashboard agent's 52365: a raylet whose agent cannot bind never registers)
            "--include-dashboard=false", f"--dashboard-port={_free_port()}",
-           f"--ray-client-server-port={_free_port()}",
+           f"--ray-client-server-port={_free_port()}", f"--dashboard-agent-listen-port={_free_port()}",
+           f"--dashboard-agent-grpc-port={_free_port()}", f"--runtime-env-agent-port={_free_port()}",
+           f"--metrics-export-port={_free_port()}",
            f"--num-cpus={head.pop('CPU', 0)}", f"--num-gpus={head.pop('GPU', 0)}", "--disable-usage-stats"]
     if head:
         cmd.append(f"--resources={json.dumps(head)}")
@@ -98,10 +104,21 @@ def autoscaling_cluster(
     with open(log, "wb") as out:
         starter = subprocess.Popen(cmd, env=run_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     sid = starter.pid  # the session's id: every process Ray starts from here stays in it
+    keep = True
     try:
-        if starter.wait(timeout=180) != 0:
-            raise RuntimeError(f"ray start failed:\n{log.read_text()[-3000:]}")
+        try:
+            code = starter.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            code = "timeout"
+        if code != 0:
+            raise RuntimeError(f"ray start failed ({code}):\n{log.read_text()[-3000:]}")
         yield address, auth
+    except BaseException:
+        keep = True  # a failure's reader wants the nodes' logs (<folder>/ray/session_latest/logs)
+        print(f"autoscaling cluster logs kept in {folder}", file=sys.stderr)
+        raise
+    else:
+        keep = False
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
             pids = _session_pids(sid)
@@ -111,3 +128,5 @@ def autoscaling_cluster(
             deadline = time.monotonic() + 10
             while _session_pids(sid) and time.monotonic() < deadline:
                 time.sleep(0.2)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)  # Ray's session logs of every node

@@ -31,7 +31,7 @@ def _study(name: str, trial_node: float) -> dict:
     return {
         "name": name,
         # long enough (seconds) that two trials on two nodes overlap
-        "base": tiny_config_dict(**{"train.iterations": 60, "eval.every": 30, "train.log_every": 10}),
+        "base": tiny_config_dict(**{"train.iterations": 200, "eval.every": 100, "train.log_every": 50}),
         "seeds": [0, 1, 2, 3],
         "objectives": [{"metric": "eval.demo-eval.psnr_y", "mode": "max"}],
         "resources": {"workers": 1, "cpus_per_worker": 1, "trial_resources": {"trial_node": trial_node}},
@@ -50,7 +50,9 @@ def _run(tmp_path, address: str, env: dict, study: dict) -> subprocess.Completed
 
 def test_a_study_runs_as_many_trials_as_the_autoscaled_cluster_holds(tmp_path):
     env_nodes = {"PYTHONPATH": str(ROOT), "RAY_raylet_start_wait_time_s": "180"}
-    with autoscaling_cluster(HEAD, WORKERS, env=env_nodes) as (address, auth):
+    # the simulator's default idle timeout (6 s) ends a node that joined while the machine is too
+    # busy to place a trial on it within 6 s: the second trial would then wait for a new node
+    with autoscaling_cluster(HEAD, WORKERS, env=env_nodes, idle_timeout_minutes=5) as (address, auth):
         env = {**os.environ, **env_nodes, **auth, "PYTHONUNBUFFERED": "1"}
 
         # a trial asking for more than any node type offers: one line, before any trial
@@ -65,19 +67,19 @@ def test_a_study_runs_as_many_trials_as_the_autoscaled_cluster_holds(tmp_path):
         text = out.stdout + out.stderr
         assert out.returncode == 0, text[-4000:]
 
-    (tmp_path.parent / "autoscaling-driver.txt").write_text(text)  # for a failure's reader
-    # the driver's choice, and why: the node types of the head's autoscaling config
-    line = next(ln for ln in text.splitlines() if ln.startswith("concurrency:"))
-    assert line.startswith("concurrency: 2 trial(s) at a time") and "can grow to" in line, line
-    assert "2 x ray.worker.trial" in line and "0 fit now" in line, line
-    # before the nodes came, the trials said what they waited for
-    assert "waiting for resources: 1 CPU, 1 trial_node" in text, text[-4000:]
+        (tmp_path.parent / "autoscaling-driver.txt").write_text(text)  # for a failure's reader
+        # the driver's choice, and why: the node types of the head's autoscaling config
+        line = next(ln for ln in text.splitlines() if ln.startswith("concurrency:"))
+        assert line.startswith("concurrency: 2 trial(s) at a time") and "can grow to" in line, line
+        assert "2 x ray.worker.trial" in line and "0 fit now" in line, line
+        # before the nodes came, the trials said what they waited for
+        assert "waiting for resources: 1 CPU, 1 trial_node" in text, text[-4000:]
 
-    rows = read_trials(tmp_path / "grows")
-    assert sorted(r["status"] for r in rows) == ["finished"] * 4, rows
-    spans = sorted((r["started_at"], r["ended_at"]) for r in rows)
-    overlapping = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
-    assert overlapping, f"no two trials ran at once: {spans}"
-    # never more than the 2 nodes hold
-    for start, _ in spans:
-        assert sum(1 for s, e in spans if s <= start < e) <= 2, spans
+        rows = read_trials(tmp_path / "grows")
+        assert sorted(r["status"] for r in rows) == ["finished"] * 4, rows
+        spans = sorted((r["started_at"], r["ended_at"]) for r in rows)
+        overlapping = [(a, b) for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1]]
+        assert overlapping, f"no two trials ran at once: {spans}"
+        # never more than the 2 nodes hold
+        for start, _ in spans:
+            assert sum(1 for s, e in spans if s <= start < e) <= 2, spans
