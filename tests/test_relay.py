@@ -76,6 +76,6 @@ def test_custom_resources_are_validated_and_reach_the_trials():
                                 "objectives": [{"metric": "eval.demo-eval.psnr_y", "mode": "max"}]})
 
     assert study({"custom_resources": {"trial_node": 1}}).resources.custom_resources == {"trial_node": 1.0}
-    for bad, says in (({"CPU": 1}, "built-in resource"), ({"trial_node": 0}, "amount > 0")):
+    for bad, says in (({"CPU": 1}, "Ray's own resource"), ({"trial_node": 0}, "must be > 0")):
         with pytest.raises((ConfigError, ValueError), match=says):
             study({"custom_resources": bad})

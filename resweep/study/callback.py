@@ -14,6 +14,7 @@ from typing import Any
 from ray.tune import Callback
 
 from resweep.status import Status
+from resweep.study import resource_wait
 from resweep.study.layout import StudyLayout
 from resweep.study.progress import Progress
 from resweep.study.results import StudyResults
@@ -60,6 +61,7 @@ class StudyCallback(Callback):
         from resweep.stages.in_trial import InTrialArtifacts
 
         self.in_trial = InTrialArtifacts(self.storage, self.layout.root, self.artifact_keys)
+        self.waits = resource_wait.for_study_file(self.layout.study_file)  # "waiting for resources"
         self._summarize()
         self.progress.start()
 
@@ -112,6 +114,8 @@ class StudyCallback(Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         self._relay_logs()
+        if self.waits is not None:
+            self.waits.update(trials, self.progress)
         self.progress.tick()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:

@@ -39,6 +39,8 @@ class RunState:
     reported_at: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.monotonic)
     objective: float | None = None
+    waiting: str | None = None
+    """what the run waits for (resources that may still come), until its first report"""
 
     def eta(self, now: float) -> float | None:
         if self.seconds_per_step is None:
@@ -56,6 +58,7 @@ class RunState:
         if objective and isinstance(result.get(objective), int | float):
             self.objective = float(result[objective])
         self.reported_at = time.monotonic()
+        self.waiting = None
 
 
 class Progress:
@@ -84,6 +87,7 @@ class Progress:
         self.plain_interval_s = plain_interval_s
         self.single_run = single_run
         self.running: dict[str, RunState] = {}
+        self.waiting: dict[str, RunState] = {}  # not started: waiting for resources
         self.counts: dict[str, int] = {}
         self.best: tuple[float, str] | None = None
         self.mean_seconds_per_step: float | None = None
@@ -115,6 +119,7 @@ class Progress:
 
     # ------------------------------------------------------------------ events
     def run_started(self, run_id: str, label: str, total: int) -> None:
+        self.waiting.pop(run_id, None)
         self.running[run_id] = RunState(label=label, total=total)
         self.iterations_per_run = total or self.iterations_per_run
         self.tick()
@@ -129,7 +134,24 @@ class Progress:
             self.mean_seconds_per_step = sum(known) / len(known)
         self.tick()
 
+    def run_waiting(self, run_id: str, label: str, total: int, what: str | None) -> None:
+        """A run that waits for resources that may still come (``what``: for which), or that no
+        longer waits (``None``): a started run until its first report, or one not started."""
+        state = self.running.get(run_id)
+        was = state.waiting if state is not None else (run_id in self.waiting or None)
+        if state is not None:
+            state.waiting = what if state.seconds_per_step is None else None
+        elif what is None:
+            self.waiting.pop(run_id, None)
+        elif run_id in self.waiting:
+            self.waiting[run_id].waiting = what
+        else:
+            self.waiting[run_id] = RunState(label=label, total=total, waiting=what)
+        now = state.waiting if state is not None else (run_id in self.waiting or None)
+        self.tick(force=bool(now) != bool(was))  # starting or stopping to wait: a line at once
+
     def run_ended(self, run_id: str, status: str | None = None) -> None:
+        self.waiting.pop(run_id, None)
         state = self.running.pop(run_id, None)
         if state is not None and status is not None and not self.quiet and self._live is None:
             # plain mode: one line per ended run (the live view shows it in its counts)
@@ -188,7 +210,7 @@ class Progress:
         total = f"/{self.total_runs}" if self.total_runs else ""
         parts = [
             f"{self.title}: {done}{total} done",
-            f"{len(self.running)} running",
+            f"{len(self.running)} running" + (f", {len(self.waiting)} waiting for resources" if self.waiting else ""),
             ", ".join(f"{c.get(s.value, 0)} {s.value}" for s in
                       (Status.FINISHED, Status.PRUNED, Status.DIVERGED, Status.ERRORED)),
         ]
@@ -201,16 +223,22 @@ class Progress:
         return " | ".join(parts)
 
     def run_line(self, state: RunState, now: float) -> str:
-        speed = f"{state.seconds_per_step * 1000:.0f} ms/step" if state.seconds_per_step else "starting"
+        if state.seconds_per_step:
+            speed = f"{state.seconds_per_step * 1000:.0f} ms/step"
+        else:
+            speed = f"waiting for resources: {state.waiting}" if state.waiting else "starting"
         objective = f" | {self.objective} {state.objective:.4g}" if state.objective is not None else ""
         return (f"  {state.label}: it {state.iteration}/{state.total} | {speed} | "
                 f"ETA {format_duration(state.eta(now))}{objective}")
+
+    def _shown(self) -> list[RunState]:
+        return [*self.running.values(), *self.waiting.values()]
 
     def _print_plain(self, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_plain < self.plain_interval_s:
             return
-        lines = [self.summary_line(now), *(self.run_line(s, now) for s in self.running.values())]
+        lines = [self.summary_line(now), *(self.run_line(s, now) for s in self._shown())]
         if force and lines == self._last_lines:
             return  # nothing new to say
         self._last_plain = now
@@ -228,10 +256,11 @@ class Progress:
         for name, justify in (("trial", "left"), ("progress", "left"), ("iteration", "right"),
                               ("ms/step", "right"), ("ETA", "right"), (self.objective or "", "right")):
             table.add_column(name, justify=justify)  # type: ignore[arg-type]
-        for state in self.running.values():
+        for state in self._shown():
             table.add_row(
                 state.label,
-                ProgressBar(total=max(1, state.total), completed=state.iteration, width=20),
+                f"waiting for resources: {state.waiting}" if state.waiting
+                else ProgressBar(total=max(1, state.total), completed=state.iteration, width=20),
                 f"{state.iteration}/{state.total}",
                 f"{state.seconds_per_step * 1000:.0f}" if state.seconds_per_step else "-",
                 format_duration(state.eta(now)),

@@ -67,7 +67,10 @@ class SchedulerConfig(_Strict):
 class BudgetConfig(_Strict):
     max_trials: int | None = Field(None, ge=1, description="cap on the number of trials")
     time_limit_s: float | None = Field(None, gt=0, description="stop launching/continue trials after this")
-    max_concurrent: int | None = Field(None, ge=1, description="default: as many as resources allow")
+    max_concurrent: int | None = Field(
+        None, ge=1, description="trials at a time; default: as many as the cluster can hold, on an "
+        "autoscaling cluster as many as it can grow to (its autoscaler's node types)",
+    )
 
 
 #: Ray's own resources: ResourcesConfig names CPU and GPU itself, the others are not per trial
@@ -92,10 +95,11 @@ class ResourcesConfig(_Strict):
     @classmethod
     def _custom_names(cls, value: dict[str, float]) -> dict[str, float]:
         for name, amount in value.items():
-            if name in _BUILTIN_RESOURCES:
-                raise ValueError(f"{name!r} is a built-in resource: use cpus_per_worker / gpus_per_worker")
-            if not name or amount <= 0:
-                raise ValueError(f"custom resource {name!r}: {amount} (a name and an amount > 0)")
+            if name in _BUILTIN_RESOURCES or name.startswith("node:"):
+                raise ValueError(f"{name!r} is Ray's own resource: ask for it with cpus_per_worker / "
+                                 "gpus_per_worker; custom_resources names custom resources")
+            if not name or not amount > 0:
+                raise ValueError(f"custom_resources.{name}: {amount} must be > 0")
         return value
 
     @model_validator(mode="after")

@@ -7,6 +7,14 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from resweep.study.capacity import (
+    Cluster,
+    Concurrency,
+    decide_concurrency,
+    read_cluster,
+    trial_shape,
+)
+from resweep.study.capacity import check_trial_fits as _check_trial_fits
 from resweep.study.layout import TRAIN_RUNS_DIR, StudyLayout
 from resweep.study.spec import StudyConfig
 from resweep.study.trial_spec import TRIAL_KEY, TrialSettings, TrialSpec
@@ -15,9 +23,6 @@ from resweep.trainables.tune_trial import study_trial
 from resweep.uri import join_uri
 
 logger = logging.getLogger("resweep.study")
-
-#: what the process of a multi-worker trial asks for beside its TorchTrainer's workers
-TRIAL_PROCESS_CPU = 0.01
 
 
 @dataclass
@@ -62,14 +67,8 @@ def trainable(
 
     settings = trial_settings(study, layout, storage, artifact_keys)
     fn = tune.with_parameters(study_trial, settings=settings)
-    if settings.uses_torch_trainer:
-        # the trial process only drives a TorchTrainer, whose workers hold the resources;
-        # Ray needs a non-empty bundle, so the driver asks for a sliver of a CPU
-        resources = {"CPU": TRIAL_PROCESS_CPU}
-    else:
-        resources = {"CPU": study.resources.cpus_per_worker, "GPU": study.resources.gpus_per_worker,
-                     **study.resources.custom_resources}
-    return tune.with_resources(fn, resources)
+    # the trial process's own bundle (a sliver of CPU when a TorchTrainer's workers hold the rest)
+    return tune.with_resources(fn, trial_shape(study.resources).process)
 
 
 def total_trials(study: StudyConfig) -> int:
@@ -150,65 +149,15 @@ def scheduler(study: StudyConfig) -> Any:
     return None
 
 
-def check_trial_fits(study: StudyConfig, *, fixed: bool) -> None:
-    """Refuse resources no trial could ever get, before the first trial waits for them forever.
-
-    A trial needs each of its workers' bundles on one node and, with a nested TorchTrainer, a
-    sliver of CPU for the trial process beside them (Ray Train's controller takes none). On a
-    ``fixed`` cluster (the embedded local Ray: nothing will join it) a shortfall is an error
-    naming what was asked and what exists; on a cluster that may grow (``--address``: an
-    autoscaler may add nodes) it is a warning, and trials wait.
-    """
-    import ray
-
-    r = study.resources
-    bundle = {k: v for k, v in (("CPU", r.cpus_per_worker), ("GPU", r.gpus_per_worker)) if v}
-    bundle.update(r.custom_resources)
-    uses_trainer = not (r.workers == 1 and r.in_process)
-    need = {k: v * r.workers for k, v in bundle.items()}
-    if uses_trainer:
-        need["CPU"] = need.get("CPU", 0) + TRIAL_PROCESS_CPU
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    total = ray.cluster_resources()
-    problems = []
-    if not any(all(node.get(k, 0) >= v for k, v in bundle.items()) for node in nodes):
-        biggest = max(nodes, key=lambda n: (n.get("GPU", 0), n.get("CPU", 0)), default={})
-        problems.append(f"no node offers one worker's {_fmt(bundle)} (the largest has "
-                        f"{_fmt({k: biggest.get(k, 0) for k in ('CPU', 'GPU', *r.custom_resources)})})")
-    short = {k: v for k, v in need.items() if total.get(k, 0) < v - 1e-9}
-    if short:
-        problems.append(f"a trial needs {_fmt(need)} in all ({r.workers} worker(s) of {_fmt(bundle)}"
-                        + (f" + {TRIAL_PROCESS_CPU} CPU for the trial process" if uses_trainer else "")
-                        + f"), the cluster has {_fmt({k: total.get(k, 0) for k in need})}")
-    if not problems:
-        return
-    message = "resources: " + "; ".join(problems)
-    if fixed:
-        from resweep.errors import ConfigError
-
-        raise ConfigError(message + "; lower resources.workers / cpus_per_worker / gpus_per_worker",
-                          field="resources")
-    logger.warning("%s: trials wait until the cluster grows (an autoscaler may add nodes)", message)
+def check_trial_fits(study: StudyConfig, *, fixed: bool, cluster: Cluster | None = None) -> None:
+    """Refuse resources no trial could ever get (see :func:`resweep.study.capacity.check_trial_fits`)."""
+    _check_trial_fits(study, cluster or read_cluster(), fixed=fixed)
 
 
-def _fmt(resources: dict[str, float]) -> str:
-    return ", ".join(f"{v:g} {k}" for k, v in resources.items()) or "nothing"
-
-
-def max_concurrent(study: StudyConfig) -> int:
-    import ray
-
-    if study.budget.max_concurrent:
-        return study.budget.max_concurrent
-    r = study.resources
-    cpus = ray.cluster_resources().get("CPU", 1)
-    per_trial = r.workers * r.cpus_per_worker
-    by_cpu = max(1, int(cpus // per_trial))
-    if r.gpus_per_worker > 0:
-        gpus = ray.cluster_resources().get("GPU", 0)
-        by_gpu = max(1, int(gpus // (r.workers * r.gpus_per_worker))) if gpus else 1
-        return min(by_cpu, by_gpu)
-    return by_cpu
+def max_concurrent(study: StudyConfig, cluster: Cluster | None = None) -> Concurrency:
+    """Trials at a time: ``budget.max_concurrent``, else as many as the cluster holds, on an
+    autoscaling cluster as many as it can grow to (see :mod:`resweep.study.capacity`)."""
+    return decide_concurrency(study, cluster or read_cluster(), total_trials(study))
 
 
 def build_tuner(
@@ -220,6 +169,8 @@ def build_tuner(
     from resweep.study.layout import TUNE_DIR
 
     search_alg, param_space, num_samples = searcher_and_space(study, layout)
+    concurrency = max_concurrent(study)
+    print(concurrency.line, flush=True)
     return tune.Tuner(
         trainable(study, layout, storage, artifact_keys),
         param_space=param_space,
@@ -227,7 +178,7 @@ def build_tuner(
             search_alg=search_alg,
             scheduler=scheduler(study),
             num_samples=num_samples,
-            max_concurrent_trials=max_concurrent(study),
+            max_concurrent_trials=concurrency.trials,
             time_budget_s=study.budget.time_limit_s,
             # the next trial runs in the finished trial's process: no new Python, no second
             # import of torch and the data stack (~5 s a trial on a 2-core machine); nothing
