@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "resweep.registry",
         "resweep.errors",
         "resweep.fileio",
+        "resweep.uri",
         "resweep.file_names",
         "resweep.status",
         "resweep.layers",

@@ -27,7 +27,7 @@ Contract of this layer:
 * Who makes them: a study's driver (``prepare_stages`` in :mod:`resweep.stages.on_ray`, one
   Ray task per artifact, before the Tuner starts), a trial for a stage an Optuna-sampled knob
   changed (``trial_artifact_keys``, on the trial's device; recorded by the driver from its
-  commit marker, :mod:`resweep.stages.in_trial`) or, outside a study, the ``Trainer``
+  commit marker, :mod:`resweep.study.in_trial_artifacts`) or, outside a study, the ``Trainer``
   itself (``prepare_local``, e.g. ``resweep train``), both into the same store:
   ``<storage>/artifacts/<key>/`` (:mod:`resweep.stages.store`: local path or ``s3://``,
   written atomically, committed by a marker, file-locked on local disks).

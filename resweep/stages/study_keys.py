@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from resweep.stages.produce import PlannedStage, plan
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
     from resweep.config_stages import StageDefinition
-    from resweep.study.trial_spec import TrialSpec
+
+_Spec = TypeVar("_Spec")  # resweep.study.trial_spec.TrialSpec: a layer above, so not named here
 
 VERSION = 1
 
@@ -60,8 +61,8 @@ class StudyStageKeys:
         planned, _ = self.plan(experiment.stages())
         return {p.digest: p.key for p in planned}
 
-    def attach(self, spec: TrialSpec) -> TrialSpec:
-        """``spec`` with the keys of its stages (what the trial is given instead of computing them)."""
+    def attach(self, spec: _Spec) -> _Spec:
+        """``spec`` (a study's TrialSpec, a dataclass with ``experiment`` and ``stage_keys``) with the keys of its stages (what the trial is given instead of computing them)."""
         import dataclasses
 
         from resweep.config import ExperimentConfig

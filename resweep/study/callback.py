@@ -58,7 +58,7 @@ class StudyCallback(Callback):
         self.last_drain = 0.0
         self.progress = Progress(self.name, total_runs=self.total_trials, objective=self.objective,
                                  mode=self.mode, quiet=self.quiet)
-        from resweep.stages.in_trial import InTrialArtifacts
+        from resweep.study.in_trial_artifacts import InTrialArtifacts
 
         self.in_trial = InTrialArtifacts(self.storage, self.layout.root, self.artifact_keys)
         self.waits = resource_wait.for_study_file(self.layout.study_file)  # "waiting for resources"

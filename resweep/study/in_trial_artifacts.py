@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from resweep.errors import ResweepError
 from resweep.stages.produce import FAILED, PRODUCED, REUSED, ArtifactRecord, PlannedStage, plan
 from resweep.stages.store import ArtifactStore
+from resweep.study.layout import ARTIFACTS_FILE
 
 if TYPE_CHECKING:
     from resweep.config import ExperimentConfig
@@ -104,8 +105,6 @@ def _record(step: PlannedStage, status: str, uri: str, marker: dict[str, Any], e
 
 def _recorded_keys(study_dir: Path) -> set[str]:
     """Keys artifacts.parquet already holds (not failed): a resumed driver does not record them again."""
-    from resweep.study.layout import ARTIFACTS_FILE
-
     path = study_dir / ARTIFACTS_FILE
     if not path.is_file():
         return set()
