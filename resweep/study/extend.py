@@ -105,6 +105,9 @@ def extend_study(
     study = study_from_dict(data, source=str(layout.study_file))
     seeds = [int(s) for s in seeds]
     _check_request(study, seeds, trials)
+    from resweep.study.preflight import preflight_study
+
+    preflight_study(study)  # data can move between the study and its extension: say so before Ray starts
 
     rows = read_trials(layout.root)
     ended = count_ended(count_statuses(rows))

@@ -360,7 +360,8 @@ def load_study(path: str | Path, *, paper_schedule: bool = False) -> StudyConfig
     data["base"] = _resolve_base(data, path)
     if isinstance(data.get("warm_start"), list):  # folders relative to the study file, like base
         data["warm_start"] = [
-            str(path.parent / w) if isinstance(w, str) and "://" not in w and not Path(w).is_absolute() else w
+            str(path.parent / w.strip()) if isinstance(w, str) and w.strip() and "://" not in w
+            and not Path(w.strip()).is_absolute() else w
             for w in data["warm_start"]
         ]
     return study_from_dict(data, source=str(path), paper_schedule=paper_schedule)
