@@ -84,6 +84,24 @@ def test_extend_a_finished_grid_study_by_a_seed_runs_only_the_new_trials(ray_loc
     extend_study(folder, quiet=True)
     assert len(read_trials(folder)) == 4
 
+    # an extension whose driver died after writing study.yaml and study.json, before Ray Tune
+    # saved anything: `resweep resume` runs what the study still lacks, and nothing else
+    import yaml
+
+    from resweep.study import resume_study
+
+    data = yaml.safe_load((folder / "study.yaml").read_text())
+    (folder / "study.yaml").write_text(yaml.safe_dump({**data, "seeds": [0, 3, 4]}))
+    meta["experiments"].append({"tune_dir": "tune-ext2", "searcher": False})
+    (folder / "study.json").write_text(json.dumps(meta))
+    before = {r["trial_id"]: r for r in read_trials(folder)}
+    resume_study(folder, quiet=True)
+    after = read_trials(folder)
+    _unchanged(before, after)
+    assert sorted(r["seed"] for r in after if r["trial_id"] not in before) == [4, 4]
+    meta = json.loads((folder / "study.json").read_text())
+    assert [e["tune_dir"] for e in meta["experiments"]] == ["tune", "tune-ext1", "tune-ext2"]
+
 
 def test_extend_an_optuna_study_by_a_seed_then_by_trials(ray_local, tmp_path):
     import optuna
@@ -111,13 +129,13 @@ def test_extend_an_optuna_study_by_a_seed_then_by_trials(ray_local, tmp_path):
     assert [(t.number, t.params, t.values) for t in _optuna_trials(folder, name)] == \
         [(t.number, t.params, t.values) for t in stored]
 
-    # two more trials: the restored searcher asks Optuna twice more, each on both seeds
+    # one more trial: the restored searcher asks Optuna once more, on both seeds
     before = {r["trial_id"]: r for r in rows}
-    extend_study(folder, trials=2, quiet=True)
+    extend_study(folder, trials=1, quiet=True)
     rows = read_trials(folder)
     _unchanged(before, rows)
     now = _optuna_trials(folder, name)
-    assert len(now) == 4
+    assert len(now) == 3
     assert [(t.number, t.params, t.values) for t in now[:2]] == [(t.number, t.params, t.values) for t in stored]
     curves = read_parquet(StudyLayout(folder).curves).to_pandas()
     for t in now[2:]:
@@ -125,8 +143,10 @@ def test_extend_an_optuna_study_by_a_seed_then_by_trials(ray_local, tmp_path):
         ids = t.user_attrs["ray_trial_ids"]
         assert not set(ids) & set(before)
         assert t.values[0] == pytest.approx(sum(_last_value(curves, i) for i in ids) / 2)
-    assert len(rows) == 8 and len({r["trial_id"] for r in rows}) == 8
-    assert {r["group"] for r in rows} == {"g0000", "g0001", "g0002", "g0003"}
+    assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
+    assert {r["group"] for r in rows} == {"g0000", "g0001", "g0002"}
+    study_yaml = (folder / "study.yaml").read_text()
+    assert "num_samples: 3" in study_yaml
 
 
 def test_warm_started_tpe_knows_the_earlier_results_before_its_first_ask(finished_grid, tmp_path):

@@ -75,6 +75,16 @@ def current_experiment(layout: StudyLayout) -> str:
     return str(experiments(_meta(layout))[-1]["tune_dir"])
 
 
+def forget_last_experiment(layout: StudyLayout) -> None:
+    """Drop the last experiment from study.json: it stopped before Ray Tune saved any state
+    (its trials, if any started, are marked lost by the next experiment's end)."""
+    meta = _meta(layout)
+    runs = experiments(meta)
+    if len(runs) > 1:
+        meta[EXPERIMENTS_KEY] = runs[:-1]
+        _write_meta(layout, meta)
+
+
 def planned_trials(layout: StudyLayout, study: StudyConfig) -> int:
     """Trials the study means to have ended: its plan, or what its last extension planned."""
     from resweep.study.tuner import total_trials
@@ -229,7 +239,9 @@ def _experiment(
     if not study.is_optuna:
         meta["total_trials"] = total_trials(study)
     if meta.get(EXTENSIONS_KEY):
-        meta[EXTENSIONS_KEY][-1].setdefault("experiments", []).append(tune_dir)
+        names = meta[EXTENSIONS_KEY][-1].setdefault("experiments", [])
+        if tune_dir not in names:  # (a resumed extension reuses the name of the one that died)
+            names.append(tune_dir)
     _write_meta(layout, meta)
     print(f"study '{study.name}': {count} new trial(s) in experiment {tune_dir}")
     _start(study, layout, storage, address=address, quiet=quiet, num_cpus=num_cpus,

@@ -221,8 +221,9 @@ def resume_study(
         if not tune.Tuner.can_restore(tune_path):
             ended = count_ended(count_statuses(read_trials(layout.root)))
             if tune_dir != TUNE_DIR:  # an extension killed before its first Tune checkpoint
-                from resweep.study.extend import run_missing
+                from resweep.study.extend import forget_last_experiment, run_missing
 
+                forget_last_experiment(layout)
                 print(f"study '{study.name}': its extension stopped before Ray Tune saved any state: "
                       "running what it still lacks")
                 run_missing(study, layout, storage, address=address, quiet=quiet, num_cpus=num_cpus, lock=False)
