@@ -1,4 +1,4 @@
-"""Command line: ``resweep train | run | resume | status | logs | report | presets | data prepare | demo``."""
+"""Command line: ``resweep train | run | resume | extend | status | logs | report | presets | data prepare | demo``."""
 
 from __future__ import annotations
 
@@ -102,6 +102,16 @@ def _study_folder(location: str, only: Sequence[str] | None = None) -> Iterator[
         yield fetch_study(location, Path(tmp) / "study", only=only)
 
 
+def _cmd_extend(args: argparse.Namespace) -> int:
+    from resweep.study import extend_study
+
+    study_dir = extend_study(args.dir, seeds=args.seeds or (), trials=args.trials, address=args.address)
+    from resweep.analysis.tables import ablation_table, to_text
+
+    print("\n" + to_text(ablation_table(study_dir)))
+    return 0
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     # only the study's files: no torch, no Ray (works on a copy of a study without them)
     from resweep.study.layout import META_FILE, TRIAL_DIRS, TRIALS_FILE
@@ -185,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", dest="local_dir",
                    help="with a storage URI: the local folder to fetch the study into (default studies/<name>)")
     p.set_defaults(func=_cmd_resume)
+
+    p = sub.add_parser("extend", help="add seeds or trials to a study that ran (finished trials are kept)")
+    p.add_argument("dir")
+    p.add_argument("--seeds", type=int, nargs="+", help="new seeds: every configuration runs on them too")
+    p.add_argument("--trials", type=int, default=0, help="more configurations (random and Optuna searches)")
+    p.add_argument("--address")
+    p.set_defaults(func=_cmd_extend)
 
     p = sub.add_parser("status", help="where a study stands, read from disk")
     p.add_argument("dir", help="study folder, or its remote storage (s3://bucket/studies/NAME)")

@@ -158,7 +158,27 @@ def load_study(study_dir: str | Path) -> StudyData:
         per_image["trial_id"] = per_image["trial_id"].astype(str)
     if not curves.empty and "trial_id" in curves.columns:
         curves["trial_id"] = curves["trial_id"].astype(str)
+    notes += provenance_notes(trials, meta)
     return StudyData(dir=path, meta=meta, trials=trials, curves=curves, per_image=per_image, notes=notes)
+
+
+def provenance_notes(trials: pd.DataFrame, meta: dict[str, Any]) -> list[str]:
+    """Where rows came from: trials reused from earlier studies (``reused_from``), results
+    told to Optuna by a warm start, and `resweep extend` runs (resweep.study.warm_start, .extend)."""
+    notes = []
+    if "reused_from" in trials.columns:
+        reused = trials["reused_from"].dropna()
+        for source, n in reused.value_counts(sort=False).items():
+            notes.append(f"{n} trial(s) reused from {source} (warm start: the same configuration, "
+                         "data and code finished there; not rerun; column reused_from)")
+    told = ((meta.get("warm_start") or {}).get("optuna_told") or {})
+    for source, n in told.items():
+        notes.append(f"Optuna was told {n} result(s) of {source} before its first draw (warm start)")
+    for ext in meta.get("extensions") or []:
+        added = " and ".join(x for x in (f"seeds {ext.get('seeds')}" if ext.get("seeds") else "",
+                                         f"{ext.get('trials')} trial(s)" if ext.get("trials") else "") if x)
+        notes.append(f"extended {ext.get('at')} by {added} (resweep extend)")
+    return notes
 
 
 def _read(path: Path) -> pd.DataFrame:

@@ -10,7 +10,9 @@ Layers of this package (each module one job):
 - ``tuner``: the Tuner assembly shared by run and resume; ``schedulers``;
 - ``callback``: the driver side of a running study (records, progress, trial logs);
 - ``progress``: live progress display; ``status_view``: ``resweep status`` / ``logs``;
-- ``runner``: ``run_study`` / ``resume_study``.
+- ``runner``: ``run_study`` / ``resume_study``; ``extend``: ``extend_study`` (more seeds or
+  samples, in new Tune experiments of the same folder); ``warm_start``: earlier studies'
+  results told to Optuna or reused.
 
 Attributes are imported lazily, so ``resweep status`` (which needs only ``status_view``)
 imports neither Ray nor torch.
@@ -28,6 +30,7 @@ _EXPORTS = {
     "print_status": "resweep.study.status_view",
     "resume_study": "resweep.study.runner",
     "run_study": "resweep.study.runner",
+    "extend_study": "resweep.study.extend",
 }
 
 __all__ = sorted(_EXPORTS)

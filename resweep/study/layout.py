@@ -24,6 +24,7 @@ CURVES_FILE = "curves.parquet"  # every report of every trial
 PER_IMAGE_FILE = "per_image.parquet"  # per-image metrics of every evaluation
 PARQUET_FILES = (TRIALS_FILE, CURVES_FILE, PER_IMAGE_FILE)
 TUNE_DIR = "tune"  # Ray Tune's experiment (resume state); not read by the analysis
+TUNE_EXTENSION_PREFIX = TUNE_DIR + "-ext"  # tune-ext1, tune-ext2: the experiments of `resweep extend`
 TRAIN_RUNS_DIR = "train_runs"  # Ray Train runs of multi-worker trials
 TRIAL_DIRS = "trials"  # trials/<trial_id>/log.txt, error.json
 TRIAL_LOG = "log.txt"

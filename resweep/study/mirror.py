@@ -47,6 +47,7 @@ from resweep.study.layout import (
     TRAIN_RUNS_DIR,
     TRIAL_DIRS,
     TUNE_DIR,
+    TUNE_EXTENSION_PREFIX,
 )
 from resweep.uri import filesystem, join_uri
 
@@ -178,7 +179,7 @@ class StudyMirror:
             return
         for entry in os.scandir(self.root):
             name = entry.name
-            if name in NOT_MIRRORED or _skip(name):
+            if name in NOT_MIRRORED or name.startswith(TUNE_EXTENSION_PREFIX) or _skip(name):
                 continue
             if entry.is_file():
                 changed += self._if_changed(Path(entry.path))

@@ -23,6 +23,7 @@ from resweep.study.layout import (
 )
 from resweep.study.results import StudyResults, count_ended, count_statuses, read_trials
 from resweep.study.spec import StudyConfig, load_study, study_from_dict, study_to_yaml
+from resweep.study.warm_start import study_identity
 from resweep.trainables.runtime import init_ray
 from resweep.uri import is_uri, join_uri
 
@@ -54,18 +55,19 @@ def _prepare_dir(study: StudyConfig, layout: StudyLayout, source: str | None) ->
         "search": study.search.algorithm,
         "task": study.base.task.model_dump(mode="json"),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "identity": study_identity(study),  # code and data: what a warm start checks
     }
     StudyResults(layout.root, meta=meta).write_meta()
     return study.storage or str(layout.root.resolve())
 
 
-def _callback(study: StudyConfig, layout: StudyLayout, quiet: bool, storage: str, artifact_keys: dict[str, str]) -> Any:
+def _callback(study: StudyConfig, layout: StudyLayout, quiet: bool, storage: str,
+              artifact_keys: dict[str, str], total: int) -> Any:
     from resweep.study.callback import StudyCallback
-    from resweep.study.tuner import total_trials
 
     return StudyCallback(
         study_dir=layout.root, name=study.name, objective=study.primary.metric, mode=study.primary.mode,
-        total_trials=total_trials(study), quiet=quiet, storage=storage, artifact_keys=artifact_keys,
+        total_trials=total, quiet=quiet, storage=storage, artifact_keys=artifact_keys,
     )
 
 
@@ -169,22 +171,39 @@ def run_study(
 def _start(
     study: StudyConfig, layout: StudyLayout, storage: str, *,
     address: str | None, quiet: bool, num_cpus: int | None,
+    tune_dir: str = TUNE_DIR, search: tuple[Any, dict | None, int] | None = None,
+    planned: int | None = None,
 ) -> None:
-    """A new Tune experiment for the study (its folder prepared, its driver lock held)."""
+    """A new Tune experiment for the study (its folder prepared, its driver lock held).
+
+    ``tune_dir``, ``search``, ``planned``: an extension's own experiment, trials and the
+    study's total after it (resweep.study.extend); without them, the study's first
+    experiment, warm-started from ``study.warm_start`` (resweep.study.warm_start)."""
     import ray
 
-    from resweep.study.tuner import build_tuner, check_trial_fits, total_trials
+    from resweep.study.tuner import build_tuner, check_trial_fits, searcher_and_space, total_trials
+    from resweep.study.warm_start import apply_warm_start
 
+    planned = total_trials(study) if planned is None else planned
+    if search is None:
+        search = apply_warm_start(study, layout, searcher_and_space(study, layout))
+        if search is None:  # every trial reused from earlier studies: nothing to run
+            print(f"study '{study.name}': all {planned} trials reused from earlier studies; folder {layout.root}")
+            mirror = _mirror_callback(layout, storage)
+            if mirror is not None:
+                mirror.close()  # one sync: the storage gets the folder
+            return
     # an embedded local Ray that this driver starts never grows; a cluster it joins may
     embedded = address is None and not ray.is_initialized()
     init_ray(address, num_cpus=num_cpus)
     check_trial_fits(study, fixed=embedded)
     artifact_keys = _prepare_stages(study, layout, storage)
-    callback = _callback(study, layout, quiet, storage, artifact_keys)
+    callback = _callback(study, layout, quiet, storage, artifact_keys, planned)
     mirror = _mirror_callback(layout, storage)
-    tuner = build_tuner(study, layout, storage, [callback, *([mirror] if mirror else [])], artifact_keys)
-    print(f"study '{study.name}': {total_trials(study)} trials; folder {layout.root}")
-    _fit_and_mirror(tuner, layout, total_trials(study), mirror)
+    tuner = build_tuner(study, layout, storage, [callback, *([mirror] if mirror else [])], artifact_keys,
+                        name=tune_dir, search=search)
+    print(f"study '{study.name}': {planned} trials; folder {layout.root}")
+    _fit_and_mirror(tuner, layout, planned, mirror)
 
 
 def resume_study(
@@ -200,7 +219,8 @@ def resume_study(
     from ray import tune
 
     from resweep.config import read_yaml
-    from resweep.study.tuner import restore_tuner, total_trials
+    from resweep.study.extend import current_experiment, planned_trials
+    from resweep.study.tuner import restore_tuner
 
     storage_uri = None
     if is_uri(study_dir):
@@ -215,11 +235,24 @@ def resume_study(
     # data can move or vanish between the stop and the resume: say so before Ray starts
     preflight_study(study)
     storage = storage_uri or study.storage or str(layout.root)
-    tune_path = join_uri(storage, TUNE_DIR)
+    tune_dir = current_experiment(layout)  # the last `resweep extend` runs in its own experiment
+    tune_path = join_uri(storage, tune_dir)
+    planned = planned_trials(layout, study)
     with driver_lock(layout.root):
         init_ray(address, num_cpus=num_cpus)
         if not tune.Tuner.can_restore(tune_path):
             ended = count_ended(count_statuses(read_trials(layout.root)))
+            if tune_dir != TUNE_DIR:  # an extension killed before its first Tune checkpoint
+                from resweep.study.extend import forget_last_experiment, run_missing
+
+                forget_last_experiment(layout)
+                print(f"study '{study.name}': its extension stopped before Ray Tune saved any state: "
+                      "running what it still lacks")
+                run_missing(study, layout, storage, address=address, quiet=quiet, num_cpus=num_cpus, lock=False)
+                return layout.root
+            if ended >= planned:  # e.g. every trial reused by a warm start: no Tune experiment
+                print(f"study '{study.name}': all {planned} planned trials have ended; nothing to resume")
+                return layout.root
             if ended:
                 raise ResweepError(
                     f"no Ray Tune state to resume in {tune_path}, but {ended} trial(s) of the study "
@@ -235,7 +268,7 @@ def resume_study(
         mirror = _mirror_callback(layout, storage)
         _rebind_callbacks(tuner, layout, mirror)
         print(f"resuming study '{study.name}' in {layout.root}")
-        _fit_and_mirror(tuner, layout, total_trials(study), mirror)
+        _fit_and_mirror(tuner, layout, planned, mirror)
     return layout.root
 
 

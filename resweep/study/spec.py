@@ -176,6 +176,12 @@ class StudyConfig(_Strict):
         description="training length -> why every trial keeps it under --paper-schedule (each other "
         "length must change; see resweep.study.paper_schedule)",
     )
+    warm_start: list[Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]] = Field(
+        default_factory=list,
+        description="earlier study folders (or Optuna storage URLs, sqlite:///...#study) to start "
+        "from: Optuna is told their results first, grid/random reuse their finished trials "
+        "(rules: resweep.study.warm_start)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -376,6 +382,12 @@ def load_study(path: str | Path, *, paper_schedule: bool = False) -> StudyConfig
             source=str(path), field="base",
         )
     data["base"] = _resolve_base(data, path)
+    if isinstance(data.get("warm_start"), list):  # folders relative to the study file, like base
+        data["warm_start"] = [
+            str(path.parent / w.strip()) if isinstance(w, str) and w.strip() and "://" not in w
+            and not Path(w.strip()).is_absolute() else w
+            for w in data["warm_start"]
+        ]
     return study_from_dict(data, source=str(path), paper_schedule=paper_schedule)
 
 

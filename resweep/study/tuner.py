@@ -162,13 +162,17 @@ def max_concurrent(study: StudyConfig, cluster: Cluster | None = None) -> Concur
 
 def build_tuner(
     study: StudyConfig, layout: StudyLayout, storage: str, callbacks: list,
-    artifact_keys: dict[str, str] | None = None,
+    artifact_keys: dict[str, str] | None = None, *,
+    name: str | None = None, search: tuple[Any, dict | None, int] | None = None,
 ) -> Any:
+    """``name``: the Tune experiment's folder (an extension runs in its own, see
+    resweep.study.extend); ``search``: ``(search_alg, param_space, num_samples)`` instead of
+    :func:`searcher_and_space` (an extension's trials, a warm-started searcher)."""
     from ray import tune
 
     from resweep.study.layout import TUNE_DIR
 
-    search_alg, param_space, num_samples = searcher_and_space(study, layout)
+    search_alg, param_space, num_samples = search or searcher_and_space(study, layout)
     concurrency = max_concurrent(study)
     print(concurrency.line, flush=True)
     return tune.Tuner(
@@ -186,7 +190,7 @@ def build_tuner(
             reuse_actors=True,
         ),
         run_config=tune.RunConfig(
-            name=TUNE_DIR,
+            name=name or TUNE_DIR,
             storage_path=storage,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=study.failure.max_failures),
