@@ -1,4 +1,4 @@
-"""Command line: ``resweep train | run | resume | status | logs | report | presets | data prepare | demo``."""
+"""Command line: ``resweep train | run | resume | status | logs | report | compare | presets | data prepare | demo``."""
 
 from __future__ import annotations
 
@@ -105,9 +105,31 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from resweep.analysis import build_report
 
-    report = build_report(args.dir, out_dir=args.out)
+    report = build_report(args.dir, out_dir=args.out, robust=args.robust)
     print(f"report written: {report.index_path}")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    # only the studies' files: no torch, no Ray
+    from resweep.analysis.compare_report import build_comparison
+
+    try:
+        report = build_comparison(args.dirs, args.out, metric=args.metric, sets=args.sets)
+    except ValueError as exc:  # unknown metric or set, fewer than two studies
+        raise ConfigError(str(exc)) from None
+    print(report.text, end="")
+    print(f"comparison written: {report.index_path}  (tables in {report.out_dir / 'tables'})")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="several studies side by side: matched rows, best per study, Δ with paired CIs")
+    p.add_argument("dirs", nargs="+", help="study folders (the first is the reference of Δ)")
+    p.add_argument("--out", required=True, help="output folder (index.html, compare.txt, tables/)")
+    p.add_argument("--metric", nargs="+", help="metric(s) as for the ablation table (default: first objective)")
+    p.add_argument("--sets", nargs="+", help="evaluation sets (default: all)")
+    p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -172,7 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="ablation tables and a dashboard for a study")
     p.add_argument("dir")
     p.add_argument("--out", help="output folder (default: <study>/report)")
+    p.add_argument("--robust", action="store_true",
+                   help="add rliable-style columns: interquartile mean and P(improvement over the baseline row)")
     p.set_defaults(func=_cmd_report)
+    _add_compare(sub)
 
     p = sub.add_parser("demo", help="the main job: a small real study on the demo photographs, and its report")
     p.add_argument("--dir", default="studies/demo")
