@@ -51,50 +51,113 @@ def iqm(values: np.ndarray) -> np.ndarray:
     return x[..., cut:n - cut].mean(axis=-1)
 
 
+def _counts(idx: np.ndarray, runs: int) -> np.ndarray:
+    """(n_boot, runs, tasks) draws -> (n_boot, runs, tasks) counts: how often run i is drawn for task t."""
+    n_boot, _, tasks = idx.shape
+    flat = (idx * tasks + np.arange(tasks)) + (np.arange(n_boot) * runs * tasks)[:, None, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * runs * tasks).reshape(n_boot, runs, tasks).astype(np.float64)
+
+
+def _interval(boot: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
+    low, high = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2], axis=-1)
+    return low, high
+
+
+def iqm_ci_many(scores: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI,
+                seed: int = DEFAULT_SEED, chunk: int = 128) -> list[Estimate]:
+    """:func:`iqm_ci` of K cells of one shape, ``scores`` (K, runs, tasks): the same draws for
+    each (a fresh generator per cell gives them), so one count matrix serves all. A resample's
+    IQM without sorting it: the cell's values sorted once; copy ``c`` of value ``k`` sits at
+    sorted positions [C(k-1), C(k)) of the resample, so its weight is the overlap of that range
+    with the kept middle [cut, n - cut)."""
+    s = np.asarray(scores, dtype=np.float64)
+    k_cells, runs, tasks = s.shape
+    flat = s.reshape(k_cells, -1)
+    points = iqm(flat)
+    if runs < 2:
+        return [Estimate(float(p)) for p in points]
+    idx = np.random.default_rng(seed).integers(0, runs, size=(n_boot, runs, tasks))
+    w = _counts(idx, runs).reshape(n_boot, -1)  # flattened (run, task) like ``flat``
+    n = flat.shape[1]
+    cut = int(0.25 * n)
+    out: list[Estimate] = []
+    for start in range(0, k_cells, chunk):
+        v = flat[start:start + chunk]
+        order = np.argsort(v, axis=1, kind="stable")
+        wk = w[:, order]  # (n_boot, K, n) in each cell's sorted order
+        upto = np.cumsum(wk, axis=2)
+        keep = np.clip(np.minimum(upto, n - cut) - np.maximum(upto - wk, cut), 0, None)
+        boot = np.einsum("bkn,kn->kb", keep, np.take_along_axis(v, order, axis=1)) / (n - 2 * cut)
+        low, high = _interval(boot, ci)
+        out += [Estimate(float(p), float(lo), float(hi))
+                for p, lo, hi in zip(points[start:start + chunk], low, high, strict=True)]
+    return out
+
+
 def iqm_ci(scores: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI,
            seed: int = DEFAULT_SEED) -> Estimate:
     """IQM of ``scores`` (seeds x images) with its stratified (per image) bootstrap CI."""
-    s = np.asarray(scores, dtype=np.float64)
-    point = float(iqm(s.ravel()))
-    runs, tasks = s.shape
-    if runs < 2:
-        return Estimate(point)
-    idx = np.random.default_rng(seed).integers(0, runs, size=(n_boot, runs, tasks))
-    boot = iqm(s[idx, np.arange(tasks)].reshape(n_boot, -1))
-    low, high = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return Estimate(point, float(low), float(high))
+    return iqm_ci_many(np.asarray(scores)[None], n_boot=n_boot, ci=ci, seed=seed)[0]
 
 
 def probability_of_improvement(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """P(X > Y) averaged over images; ``x`` (..., runs_x, images), ``y`` (..., runs_y, images)."""
-    gt = x[..., :, None, :] > y[..., None, :, :]
-    eq = x[..., :, None, :] == y[..., None, :, :]
-    per_task = (gt + 0.5 * eq).mean(axis=(-3, -2))
-    return per_task.mean(axis=-1)
+    return _wins(x, y).mean(axis=(-3, -2, -1))
+
+
+def _wins(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(..., runs_x, runs_y, images): 1 where x beats y, 1/2 on a tie."""
+    xe, ye = x[..., :, None, :], y[..., None, :, :]
+    return (xe > ye) + 0.5 * (xe == ye)
+
+
+def poi_ci_many(x: np.ndarray, y: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI,
+                seed: int = DEFAULT_SEED, chunk: int = 64) -> list[Estimate]:
+    """:func:`poi_ci` of K cells of one shape, ``x`` (K, runs_x, tasks), ``y`` (K, runs_y, tasks):
+    a resample's P is sum over (i, j, t) of count_x[i, t] * wins[i, j, t] * count_y[j, t] / (m n T)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    wins = _wins(x, y)  # (K, rx, ry, tasks)
+    points = wins.mean(axis=(1, 2, 3))
+    k_cells, rx, tasks = x.shape
+    ry = y.shape[1]
+    if rx < 2 and ry < 2:
+        return [Estimate(float(p)) for p in points]
+    rng = np.random.default_rng(seed)
+    wx = _counts(rng.integers(0, rx, size=(n_boot, rx, tasks)), rx)
+    wy = _counts(rng.integers(0, ry, size=(n_boot, ry, tasks)), ry)
+    out: list[Estimate] = []
+    for start in range(0, k_cells, chunk):
+        part = np.einsum("bit,kijt->kbjt", wx, wins[start:start + chunk], optimize=True)
+        boot = np.einsum("kbjt,bjt->kb", part, wy, optimize=True) / (rx * ry * tasks)
+        low, high = _interval(boot, ci)
+        out += [Estimate(float(p), float(lo), float(hi))
+                for p, lo, hi in zip(points[start:start + chunk], low, high, strict=True)]
+    return out
 
 
 def poi_ci(x: np.ndarray, y: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI,
            seed: int = DEFAULT_SEED) -> Estimate:
     """P(X > Y) of two seeds x images matrices (same images, in the same order) with its
     stratified independent bootstrap CI (each side's seeds resampled within each image)."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    point = float(probability_of_improvement(x, y))
-    (rx, tasks), ry = x.shape, y.shape[0]
-    if rx < 2 and ry < 2:
-        return Estimate(point)
-    rng = np.random.default_rng(seed)
-    ix = rng.integers(0, rx, size=(n_boot, rx, tasks))
-    iy = rng.integers(0, ry, size=(n_boot, ry, tasks))
-    cols = np.arange(tasks)
-    boot = probability_of_improvement(x[ix, cols], y[iy, cols])
-    low, high = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2])
-    return Estimate(point, float(low), float(high))
+    return poi_ci_many(np.asarray(x)[None], np.asarray(y)[None], n_boot=n_boot, ci=ci, seed=seed)[0]
 
 
-def _matrix(long: pd.DataFrame) -> pd.DataFrame:
-    """seeds x images of one row's values; images that some seed lacks are left out."""
-    m = long.pivot_table(index="seed", columns="image", values="value", aggfunc="mean")
-    return m.dropna(how="all").dropna(axis=1, how="any")
+def _matrices(sub: pd.DataFrame) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Row -> (seeds x images values, image names) of one column's long frame (one value per
+    (row, seed, image)); seeds without values and images that some seed lacks are left out."""
+    rows, row_names = pd.factorize(sub["row"], sort=True)
+    seeds, _ = pd.factorize(sub["seed"], sort=True)
+    images, image_names = pd.factorize(sub["image"], sort=True)
+    cube = np.full((len(row_names), seeds.max() + 1, len(image_names)), np.nan)
+    cube[rows, seeds, images] = sub["value"].to_numpy(dtype=np.float64)
+    out = {}
+    for i, r in enumerate(row_names):
+        m = cube[i]
+        m = m[~np.isnan(m).all(axis=1)]
+        keep = ~np.isnan(m).any(axis=0)
+        if m.size and keep.any():
+            out[int(r)] = (m[:, keep], np.asarray(image_names)[keep])
+    return out
 
 
 def robust_columns(values: pd.DataFrame, n_rows: int, base_row: int | None, columns: Sequence[Column], *,
@@ -106,24 +169,34 @@ def robust_columns(values: pd.DataFrame, n_rows: int, base_row: int | None, colu
     out = {f"{c.key}:{f}": np.full(n_rows, np.nan) for c in columns for f in ROBUST_FIELDS}
     if values.empty:
         return out
+    iqm_jobs: dict[tuple[int, ...], list[tuple[str, int, np.ndarray]]] = {}
+    poi_jobs: dict[tuple[int, ...], list[tuple[str, int, np.ndarray, np.ndarray]]] = {}
     for c in columns:
         sub = values[(values["set"] == c.set) & (values["metric"] == c.metric)]
         sub = sub[np.isfinite(sub["value"].to_numpy(dtype=np.float64))]
         if sub.empty:
             continue
         sign = 1.0 if better(c.metric) == "max" else -1.0
-        mats = {int(r): _matrix(g) for r, g in sub.groupby("row", sort=True)}
+        mats = _matrices(sub)
         base = mats.get(base_row) if base_row is not None else None
-        for r, m in mats.items():
-            if m.empty or r >= n_rows:
+        for r, (m, imgs) in mats.items():
+            if r >= n_rows:
                 continue
-            est = iqm_ci(m.to_numpy(), n_boot=n_boot, ci=ci, seed=seed)
-            out[f"{c.key}:iqm"][r], out[f"{c.key}:iqm_low"][r], out[f"{c.key}:iqm_high"][r] = est.value, est.low, est.high
+            iqm_jobs.setdefault(m.shape, []).append((c.key, r, m))
             if base is None or r == base_row:
                 continue
-            common = m.columns.intersection(base.columns)
-            if not len(common):
-                continue
-            p = poi_ci(sign * m[common].to_numpy(), sign * base[common].to_numpy(), n_boot=n_boot, ci=ci, seed=seed)
-            out[f"{c.key}:poi"][r], out[f"{c.key}:poi_low"][r], out[f"{c.key}:poi_high"][r] = p.value, p.low, p.high
+            common, in_m, in_base = np.intersect1d(imgs, base[1], return_indices=True)
+            if len(common):
+                xm, ym = sign * m[:, in_m], sign * base[0][:, in_base]
+                poi_jobs.setdefault((*xm.shape, ym.shape[0]), []).append((c.key, r, xm, ym))
+    # cells of one shape share their resample draws: one batched computation per shape
+    for jobs in iqm_jobs.values():
+        ests = iqm_ci_many(np.stack([j[2] for j in jobs]), n_boot=n_boot, ci=ci, seed=seed)
+        for (key, r, _), est in zip(jobs, ests, strict=True):
+            out[f"{key}:iqm"][r], out[f"{key}:iqm_low"][r], out[f"{key}:iqm_high"][r] = est.value, est.low, est.high
+    for pjobs in poi_jobs.values():
+        ests = poi_ci_many(np.stack([j[2] for j in pjobs]), np.stack([j[3] for j in pjobs]), n_boot=n_boot, ci=ci,
+                           seed=seed)
+        for (key, r, _, _), est in zip(pjobs, ests, strict=True):
+            out[f"{key}:poi"][r], out[f"{key}:poi_low"][r], out[f"{key}:poi_high"][r] = est.value, est.low, est.high
     return out
