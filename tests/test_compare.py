@@ -70,6 +70,7 @@ def test_rows_matched_and_delta_between_studies(studies: tuple[Path, Path, Path]
         means = [np.mean([np.mean([value(st, alpha, s, img) for img in IMAGES]) for s in (0, 1, 2)]) for st in (0, 1)]
         assert t.at[line, f"{k}@0:mean"] == pytest.approx(means[0]) and t.at[line, f"{k}@1:mean"] == pytest.approx(means[1])
     assert bool(t.at[2, f"{k}@1-0:sig"])  # +0.2 dB at alpha=1, noise 0.1 over 36 pairs
+    assert bool(t.at[2, f"{k}@0:sig"]) and not bool(t.at[0, f"{k}@0:sig"])  # each study's own Δ mark
     assert math.isnan(t.at[3, f"{k}@1-0:diff"])  # alpha=2 only in b
     # c: no common seed with a: Δ of the cell means, no interval, never marked
     assert t.at[1, f"{k}@2-0:pairs"] == 0 and math.isnan(t.at[1, f"{k}@2-0:low"])

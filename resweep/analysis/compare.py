@@ -35,7 +35,7 @@ from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED, boo
 @dataclass
 class Comparison:
     """``table``: one line per matched row: ``row``, ``s<i>:row`` (the row's name in study i,
-    "" when absent), per column key and study ``<key>@<i>:mean :std :n :delta :cell`` and per
+    "" when absent), per column key and study ``<key>@<i>:mean :std :n :delta :sig :cell`` and per
     later study ``<key>@<i>-0:diff :low :high :pairs :sig``. ``best``: one line per study."""
 
     studies: list[str]
@@ -129,9 +129,10 @@ def compare_studies(
         for i, res in enumerate(results):
             present = cells[:, i] >= 0
             rows_i = np.where(present, cells[:, i], 0)
-            for f in ("mean", "std", "n", "delta", "cell"):
+            for f in ("mean", "std", "n", "delta", "sig", "cell"):
                 col = res.table[f"{c.key}:{f}"].to_numpy()[rows_i]
-                table[f"{c.key}@{i}:{f}"] = np.where(present, col, "" if f == "cell" else np.nan)
+                blank = {"cell": "", "sig": False}.get(f, np.nan)
+                table[f"{c.key}@{i}:{f}"] = np.where(present, col, blank)
         for i in range(1, len(results)):
             table = pd.concat([table, _cross_delta(datas, results, cells, c, i, statuses, n_boot, ci, seed,
                                                    table)], axis=1)
@@ -140,7 +141,7 @@ def compare_studies(
         f"reference study: {labels[0]}.",
         "Rows matched by configuration (variant label and every knob value), else by row name; "
         "a blank cell: the study has no such row.",
-        f"Cells: mean ± std over seeds (each study's own table); Δ base: vs that study's own baseline row. "
+        f"Cells: mean ± std over seeds (each study's own table); Δ base: vs that study's own baseline row (* as in its table). "
         f"Δ vs {labels[0]}: mean over (seed, image) pairs of the two studies' final per-image values, "
         f"* = the {int(round(100 * ci))}% paired bootstrap CI ({n_boot} resamples, seed {seed}) excludes 0; "
         "no pair (no common seed, or no per-image values): Δ of the cell means, unmarked.",

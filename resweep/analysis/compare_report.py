@@ -59,7 +59,8 @@ def _grid(cmp: Comparison) -> tuple[list[str], list[list[str]], list[bool]]:
                 elif rec[f"s{i}:baseline"]:
                     cells.append("baseline")
                 else:
-                    cells.append(fmt_number(rec[f"{c.key}@{i}:delta"], c.metric, signed=True))
+                    sig = "*" if rec[f"{c.key}@{i}:sig"] and np.isfinite(rec[f"{c.key}@{i}:delta"]) else ""
+                    cells.append(fmt_number(rec[f"{c.key}@{i}:delta"], c.metric, signed=True) + sig)
             for i in range(1, len(cmp.studies)):
                 cells.append(cross_cell(rec, c.key, i, c.metric))
         body.append(cells)
