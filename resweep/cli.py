@@ -1,4 +1,4 @@
-"""Command line: ``resweep train | run | resume | extend | status | logs | report | presets | data prepare | demo``."""
+"""Command line: ``resweep train | run | resume | extend | status | logs | report | compare | presets | data prepare | demo``."""
 
 from __future__ import annotations
 
@@ -141,9 +141,31 @@ def _cmd_report(args: argparse.Namespace) -> int:
             import json
 
             out = Path("reports") / json.loads((folder / "study.json").read_text())["name"]
-        report = build_report(folder, out_dir=out)
+        report = build_report(folder, out_dir=out, robust=args.robust)
     print(f"report written: {report.index_path}")
     return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    # only the studies' files: no torch, no Ray
+    from resweep.analysis.compare_report import build_comparison
+
+    try:
+        report = build_comparison(args.dirs, args.out, metric=args.metric, sets=args.sets)
+    except ValueError as exc:  # unknown metric or set, fewer than two studies
+        raise ConfigError(str(exc)) from None
+    print(report.text, end="")
+    print(f"comparison written: {report.index_path}  (tables in {report.out_dir / 'tables'})")
+    return 0
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="several studies side by side: matched rows, best per study, Δ with paired CIs")
+    p.add_argument("dirs", nargs="+", help="study folders (the first is the reference of Δ)")
+    p.add_argument("--out", required=True, help="output folder (index.html, compare.txt, tables/)")
+    p.add_argument("--metric", nargs="+", help="metric(s) as for the ablation table (default: first objective)")
+    p.add_argument("--sets", nargs="+", help="evaluation sets (default: all)")
+    p.set_defaults(func=_cmd_compare)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -217,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="ablation tables and a dashboard for a study")
     p.add_argument("dir", help="study folder, or its remote storage (s3://bucket/studies/NAME)")
     p.add_argument("--out", help="output folder (default: <study>/report; reports/<name> for a storage URI)")
+    p.add_argument("--robust", action="store_true",
+                   help="add rliable-style columns: interquartile mean and P(improvement over the baseline row)")
     p.set_defaults(func=_cmd_report)
+    _add_compare(sub)
 
     p = sub.add_parser("demo", help="the main job: a small real study on the demo photographs, and its report")
     p.add_argument("--dir", default="studies/demo")

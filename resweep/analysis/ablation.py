@@ -25,10 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from resweep.analysis.agreement import agreement_note, paper_agreement
 from resweep.analysis.findings import finding_notes
 from resweep.analysis.formatting import better, fmt_number
 from resweep.analysis.load import StudyData, display_column, load_study
 from resweep.analysis.reference import ReferenceCell, reference_cells, reference_name
+from resweep.analysis.robust import ROBUST_FIELDS, robust_columns
 from resweep.analysis.rows import Column, Rows, assign_rows, choose_baseline, resolve_columns
 from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED, bootstrap_many
 from resweep.engine.records import NOTES_KEY
@@ -61,6 +63,7 @@ def ablation_table(
     ci: float = DEFAULT_CI,
     seed: int = DEFAULT_SEED,
     reference: bool = True,
+    robust: bool = False,
 ) -> pd.DataFrame:
     """The ablation table of a study as a DataFrame (one line per row).
 
@@ -74,11 +77,14 @@ def ablation_table(
     when the study recorded its scores: see :mod:`resweep.analysis.reference`), and per metric
     column ``<key>:mean :std :n :delta :ci_low :ci_high :pairs :sig :cell`` where ``<key>``
     is ``eval.<set>.<metric>`` (``:cell`` is the rendered text), plus ``paper`` when study.json
-    has a paper reference. ``DataFrame.attrs`` holds the settings and notes.
+    has a paper reference. ``robust=True`` adds ``<key>:iqm :iqm_low :iqm_high :poi :poi_low
+    :poi_high`` (interquartile mean and probability of improvement over the baseline row, see
+    :mod:`resweep.analysis.robust`). ``DataFrame.attrs`` holds the settings and notes, and with
+    paper values ``agreement`` (see :mod:`resweep.analysis.agreement`).
     """
     return compute_ablation(
         _resolve_study(study), metric, sets, baseline,
-        statuses=statuses, ddof=ddof, n_boot=n_boot, ci=ci, seed=seed, reference=reference,
+        statuses=statuses, ddof=ddof, n_boot=n_boot, ci=ci, seed=seed, reference=reference, robust=robust,
     ).table
 
 
@@ -94,6 +100,7 @@ def compute_ablation(
     ci: float = DEFAULT_CI,
     seed: int = DEFAULT_SEED,
     reference: bool = True,
+    robust: bool = False,
 ) -> AblationResult:
     rows = assign_rows(data)
     columns = resolve_columns(data, metric, sets)
@@ -150,6 +157,9 @@ def compute_ablation(
             stats[f"{key}:ci_high"][r] = res.high
             stats[f"{key}:pairs"][r] = res.n
             stats[f"{key}:sig"][r] = res.excludes_zero
+    if robust:  # opt-in: bootstraps per row over seeds x images (rliable's aggregates)
+        stats.update(robust_columns(final_values(data, rows, columns, statuses), n_rows, base_row, columns,
+                                    n_boot=n_boot, ci=ci, seed=seed))
     table = pd.concat([table, pd.DataFrame(stats, index=table.index)], axis=1)
     if base_row is not None:
         for c in columns:
@@ -181,8 +191,8 @@ def compute_ablation(
                           ignore_index=True)
 
     # column order: row info, counts, then each metric column's statistics together
-    per_col = [f"{c.key}:{k}" for c in columns
-               for k in ("mean", "std", "n", "delta", "ci_low", "ci_high", "pairs", "sig", "cell")]
+    fields = ("mean", "std", "n", "delta", "ci_low", "ci_high", "pairs", "sig", "cell")
+    per_col = [f"{c.key}:{k}" for c in columns for k in fields + (ROBUST_FIELDS if robust else ())]
     table = table[[c for c in table.columns if c not in per_col] + per_col]
     if paper:
         table = table[[c for c in table.columns if c != "paper"] + ["paper"]]
@@ -206,13 +216,16 @@ def compute_ablation(
     if base_row is not None and table.at[base_row, "finished"] == 0:
         notes.append("the baseline row has no finished trial yet: no Δ")
     notes += finding_notes(table, columns, base_row, ci)
+    agreement = paper_agreement(table, columns, base_row, paper)
+    if agreement is not None:
+        notes.append(agreement_note(agreement))
     table.attrs.update(
         study=data.name, baseline_row=base_row,
         baseline_name=None if base_row is None else str(table.at[base_row, "row"]),
         baseline_reason=base_reason, columns=[(c.set, c.metric) for c in columns],
         knob_titles=dict(rows.knob_titles), shown_knobs=list(rows.shown_knobs),
         has_variants=rows.has_variants, ddof=ddof, n_boot=n_boot, ci=ci, seed=seed,
-        statuses=list(statuses), notes=notes, paper=paper,
+        statuses=list(statuses), notes=notes, paper=paper, agreement=agreement, robust=robust,
     )
     return AblationResult(table=table, rows=rows, columns=columns, baseline_row=base_row, diffs=diffs)
 
@@ -233,7 +246,7 @@ def _reference_line(
             rec[col] = 0
         elif col.endswith(":cell"):
             rec[col] = "—"
-        elif col.rsplit(":", 1)[-1] in ("mean", "std", "delta", "ci_low", "ci_high"):
+        elif col.rsplit(":", 1)[-1] in ("mean", "std", "delta", "ci_low", "ci_high", *ROBUST_FIELDS):
             rec[col] = np.nan
         else:
             rec[col] = ""  # row, label, param.<knob>, paper
@@ -268,9 +281,32 @@ def paired_differences(
     ``delta``. Several trials of one seed in a row are averaged first.
     """
     empty = pd.DataFrame(columns=["row", "set", "metric", "seed", "image", "value", "base", "delta"])
+    if base_row is None:
+        return empty
+    long = final_values(data, rows, columns, statuses)
+    if long.empty:
+        return empty
+    base = long[long["row"] == base_row].drop(columns="row").rename(columns={"value": "base"})
+    others = long[long["row"] != base_row]
+    paired = others.merge(base, on=["seed", "set", "image", "metric"], how="inner")
+    paired["delta"] = paired["value"] - paired["base"]
+    paired = paired[np.isfinite(paired["delta"].to_numpy(dtype=float))]
+    return paired[["row", "set", "metric", "seed", "image", "value", "base", "delta"]].reset_index(drop=True)
+
+
+def final_values(
+    data: StudyData,
+    rows: Rows,
+    columns: Sequence[Column],
+    statuses: Sequence[str] = ("finished",),
+) -> pd.DataFrame:
+    """Long frame of the final per-image values of the used trials: one line per
+    (row, seed, set, image, metric) with ``value``; several trials of one seed in a row are
+    averaged first. Empty when the study has no per-image values for ``columns``."""
+    empty = pd.DataFrame(columns=["row", "seed", "set", "image", "metric", "value"])
     fpi = data.final_per_image()
     wanted = {(c.set, c.metric) for c in columns if c.set is not None}
-    if base_row is None or fpi.empty or not wanted:
+    if fpi.empty or not wanted:
         return empty
     metrics = sorted({m for _, m in wanted if m in fpi.columns})
     if not metrics:
@@ -288,13 +324,7 @@ def paired_differences(
     long = agg.melt(id_vars=["row", "seed", "set", "image"], value_vars=metrics,
                     var_name="metric", value_name="value")
     key = long["set"].astype(str) + "\x00" + long["metric"].astype(str)  # vectorised: 10^6 pairs
-    long = long[key.isin({f"{s}\x00{m}" for s, m in wanted})]
-    base = long[long["row"] == base_row].drop(columns="row").rename(columns={"value": "base"})
-    others = long[long["row"] != base_row]
-    paired = others.merge(base, on=["seed", "set", "image", "metric"], how="inner")
-    paired["delta"] = paired["value"] - paired["base"]
-    paired = paired[np.isfinite(paired["delta"].to_numpy(dtype=float))]
-    return paired[["row", "set", "metric", "seed", "image", "value", "base", "delta"]].reset_index(drop=True)
+    return long[key.isin({f"{s}\x00{m}" for s, m in wanted})]
 
 
 def _cell_text(rec: dict[str, Any], c: Column) -> str:

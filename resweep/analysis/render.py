@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from resweep.analysis.agreement import paper_column
 from resweep.analysis.formatting import better, fmt_number, html_escape, latex_escape, md_escape
 from resweep.analysis.rows import Column
 from resweep.analysis.stats import DEFAULT_CI
@@ -80,13 +81,11 @@ def _compute_layout(table: pd.DataFrame) -> _Layout:
             counts.append((col, col))
 
     paper = attrs.get("paper")
+    robust = bool(attrs.get("robust"))
     paper_after: int | None = None
     if paper and columns:
-        pm = str(paper.get("metric") or "psnr")
-        setting = str(paper.get("setting") or "")
-        matches = [i for i, c in enumerate(columns) if c.metric in (pm, f"{pm}_y") or pm == c.key]
-        in_setting = [i for i in matches if columns[i].set and columns[i].set in setting]
-        paper_after = (in_setting or matches or [len(columns) - 1])[0]
+        found = paper_column(columns, paper)
+        paper_after = len(columns) - 1 if found is None else found
 
     # per column: (group title, header); group "" = a single column spanning both header rows
     cols: list[tuple[str, str]] = [("", h) for h, _ in info] + [("", h) for h, _ in counts]
@@ -94,6 +93,8 @@ def _compute_layout(table: pd.DataFrame) -> _Layout:
     for i, c in enumerate(columns):
         group = c.set if c.set is not None else c.title
         cols += [(group, c.title), (group, "Δ")]
+        if robust:
+            cols += [(group, f"{c.title} IQM"), (group, f"{c.title} P(> base)")]
         if paper_after == i:
             cols.append((group, paper_title))
     if paper and paper_after is None:
@@ -121,6 +122,8 @@ def _compute_layout(table: pd.DataFrame) -> _Layout:
             cls = "collapse" if text == "collapse" else ""
             cells.append(_Cell(text, cls=cls, num=True))
             cells.append(_delta_cell(rec, c, attrs))
+            if robust:
+                cells += _robust_cells(rec, c)
             if paper_after == i:
                 cells.append(_paper_cell(rec, c.metric))
         if paper and paper_after is None:
@@ -155,6 +158,14 @@ def _table_notes(table: pd.DataFrame) -> list[str]:
             "the same evaluation (sets, images, metric code) as the trained rows; its Δ is reference − "
             "baseline row over the baseline row's (seed, image) pairs: the scale of every other Δ."
         )
+    if attrs.get("robust"):
+        notes.append(
+            f"IQM = interquartile mean of the final per-image values over (seed, image) (middle 50%); "
+            f"P(> base) = probability that a seed of the row beats a seed of the baseline row on an image "
+            f"(ties 1/2), averaged over images (rliable, Agarwal et al. 2021); [ ] = {pct}% percentile "
+            f"bootstrap CI, seeds resampled within each image ({attrs.get('n_boot')} resamples, seed "
+            f"{attrs.get('seed')}); no CI with one seed."
+        )
     if paper:
         notes.append(
             f"paper: {paper.get('table', '')} {paper.get('setting', '')}, metric {paper.get('metric', '')}"
@@ -162,6 +173,19 @@ def _table_notes(table: pd.DataFrame) -> list[str]:
         )
     notes += attrs.get("notes", [])
     return notes
+
+
+def _robust_cells(rec: dict[str, Any], c: Column) -> list[_Cell]:
+    def interval(value: float, low: float, high: float, fmt: Any) -> str:
+        if not np.isfinite(value):
+            return "—"
+        return fmt(value) + (f" [{fmt(low)}, {fmt(high)}]" if np.isfinite(low) else "")
+
+    iqm = interval(rec[f"{c.key}:iqm"], rec[f"{c.key}:iqm_low"], rec[f"{c.key}:iqm_high"],
+                   lambda v: fmt_number(v, c.metric))
+    poi = ("baseline" if rec["baseline"] else
+           interval(rec[f"{c.key}:poi"], rec[f"{c.key}:poi_low"], rec[f"{c.key}:poi_high"], lambda v: f"{v:.2f}"))
+    return [_Cell(iqm, num=True), _Cell(poi, cls="ref" if rec["baseline"] else "", num=True)]
 
 
 def _delta_cell(rec: dict[str, Any], c: Column, attrs: dict[str, Any]) -> _Cell:

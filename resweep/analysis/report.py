@@ -8,6 +8,7 @@ Layout of the output folder (default ``<study>/report``)::
     tables/image_ranking.csv   per-image Δ of the best row vs the baseline row (if per-image data)
     tables/importance.csv      hyperparameter importances (when computed)
     tables/pareto.csv          non-dominated trials (2+ objectives)
+    agreement.json             agreement with the paper (studies with paper values)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from resweep.analysis import dashboard as dash
+from resweep.analysis.agreement_section import agreement_section, write_agreement
 from resweep.analysis.artifacts_section import artifacts_section
 from resweep.analysis.diagnostics_section import diagnostics_section
 from resweep.analysis.load import StudyData, load_study
@@ -74,11 +76,14 @@ def build_report(
     baseline: str | int | None = None,
     n_boot: int = DEFAULT_N_BOOT,
     seed: int = DEFAULT_SEED,
+    robust: bool = False,
 ) -> Report:
     """Read a study folder's Parquet files and write its tables and dashboard.
 
     ``out_dir`` defaults to ``<study>/report``; ``metric``/``sets``/``baseline`` are passed to
-    the ablation table (see :func:`resweep.analysis.ablation_table`).
+    the ablation table (see :func:`resweep.analysis.ablation_table`); ``robust=True`` adds its
+    IQM and probability-of-improvement columns (see :mod:`resweep.analysis.robust`). A study
+    with paper values also gets ``agreement.json`` (see :mod:`resweep.analysis.agreement`).
     """
     data = study_dir if isinstance(study_dir, StudyData) else load_study(study_dir)
     out = Path(out_dir) if out_dir is not None else data.dir / "report"
@@ -91,7 +96,7 @@ def build_report(
         path.write_text(text, encoding="utf-8")
         files.append(path)
 
-    result = compute_ablation(data, metric, sets, baseline, n_boot=n_boot, seed=seed)
+    result = compute_ablation(data, metric, sets, baseline, n_boot=n_boot, seed=seed, robust=robust)
     with reuse_layouts():
         return _build(data, out, result, files, write)
 
@@ -132,6 +137,13 @@ def _build(data: StudyData, out: Path, result: AblationResult, files: list[Path]
     page.sections.append(dash.Section("ablation", "Ablation table", _page_ablation(result, primary, ablation_html)
                                       + ablation_notes
                                       + '<p class="note">Also in tables/ablation.md, .tex (booktabs), .html, .csv.</p>'))
+
+    agreement = ablation.attrs.get("agreement")
+    if agreement is not None:
+        files.append(write_agreement(agreement, ablation.attrs, out))
+        section = agreement_section(agreement)
+        if section is not None:
+            page.sections.append(section)
 
     fig = dash.curves_figure(data, result, colouring, primary)
     page.sections.append(dash.Section("curves", "Learning curves", fig.html() if fig else
