@@ -171,7 +171,11 @@ def _start(
     check_trial_fits(study, fixed=embedded)
     artifact_keys = _prepare_stages(study, layout, storage)
     callback = _callback(study, layout, quiet, storage, artifact_keys)
-    tuner = build_tuner(study, layout, storage, [callback], artifact_keys)
+    from resweep.study.tracking import tracking_callbacks
+
+    # after the study's own callback: the trackers read the row it wrote for an ended trial
+    callbacks = [callback, *tracking_callbacks(study, layout)]
+    tuner = build_tuner(study, layout, storage, callbacks, artifact_keys)
     print(f"study '{study.name}': {total_trials(study)} trials; folder {layout.root}")
     _fit(tuner, layout, total_trials(study))
     _mirror_results(layout, storage)
