@@ -40,34 +40,37 @@ def mlflow_server(tmp_path_factory):
     _needs("mlflow")
     root = tmp_path_factory.mktemp("mlflow")
     port = _free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=root,
-    )
     uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240  # its first start creates the database (slow on a busy machine)
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(1)
-        yield uri
-    finally:
-        proc.terminate()
+    with open(root / "server.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+             "--artifacts-destination", str(root / "artifacts")],
+            stdout=log, stderr=subprocess.STDOUT, cwd=root,
+        )
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            _wait_until_up(uri, proc, root / "server.log")
+            yield uri
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _wait_until_up(uri: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + 240  # its first start creates the database (slow on a busy machine)
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(1)
 
 
 def _tracked_study(**tracking):
@@ -192,3 +195,26 @@ def test_study_in_mlflow_and_tensorboard_matches_its_own_files(ray_local, mlflow
         assert [s.step for s in scalars] == own["iteration"].astype(int).tolist()
         assert [s.value for s in scalars] == pytest.approx(own[OBJECTIVE].tolist(), rel=1e-6)
         assert "loss/total" in events.Tags()["scalars"]
+
+
+def test_a_resumed_driver_continues_the_same_runs(mlflow_server, tmp_path):
+    """A second driver on the same study folder (a resume) finds its runs by their tags."""
+    from mlflow.tracking import MlflowClient
+
+    from resweep.study.tracking import TrackerThread
+    from resweep.study.tracking_mlflow import MlflowTracker
+
+    spec = _tracked_study().trial_specs()[0]
+    for driver in range(2):
+        tracker = MlflowTracker(uri=mlflow_server, experiment="resumed", study_dir=str(tmp_path), seeds=2)
+        thread = TrackerThread(tracker)
+        thread.put("start", "t1", spec.to_payload())
+        thread.put("result", "t1", 2 + 2 * driver, time.time(), {"loss.total": 1.0 + driver})
+        thread.close(timeout=120)
+        assert not thread.broken
+    client = MlflowClient(mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("resumed").experiment_id])
+    assert sorted(r.data.tags["resweep.kind"] for r in runs) == ["group", "trial"]
+    trial_run = next(r for r in runs if r.data.tags["resweep.kind"] == "trial")
+    history = client.get_metric_history(trial_run.info.run_id, "loss.total")
+    assert sorted((m.step, m.value) for m in history) == [(2, 1.0), (4, 2.0)]

@@ -72,6 +72,8 @@ class MlflowTracker:
         # (the user's own settings of these variables win)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        # its "View run ... at" lines would cut through the study's progress display
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(tracking_uri=self.uri)
