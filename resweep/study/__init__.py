@@ -9,6 +9,7 @@ Layers of this package (each module one job):
 - ``seed_groups``: Optuna over seed groups (mean over seeds, FAIL on divergence);
 - ``tuner``: the Tuner assembly shared by run and resume; ``schedulers``;
 - ``callback``: the driver side of a running study (records, progress, trial logs);
+- ``tracking``: copies of every trial in MLflow (``tracking_mlflow``) and TensorBoard;
 - ``progress``: live progress display; ``status_view``: ``resweep status`` / ``logs``;
 - ``runner``: ``run_study`` / ``resume_study``; ``extend``: ``extend_study`` (more seeds or
   samples, in new Tune experiments of the same folder); ``warm_start``: earlier studies'

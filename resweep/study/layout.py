@@ -35,6 +35,7 @@ OPTUNA_DB = "optuna.db"
 REPORT_DIR = "report"
 ARTIFACTS_FILE = "artifacts.parquet"  # one row per stage artifact the study made or reused
 STAGE_KEYS_FILE = "stage_keys.json"  # artifact keys computed once by the driver (stages/study_keys.py)
+TENSORBOARD_DIR = "tensorboard"  # tensorboard/<trial_id>/ event files (tracking.tensorboard)
 DRIVER_LOCK = "driver.lock"  # held by the driver running the study (study/driver_lock.py)
 
 # a part holding the rows of many (ended) trials; "~" never occurs in a trial part's name
@@ -95,6 +96,10 @@ class StudyLayout:
     @property
     def trial_dirs(self) -> Path:
         return self.root / TRIAL_DIRS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
 
     def trial_dir(self, trial_id: str) -> Path:
         return self.trial_dirs / safe_name(trial_id)

@@ -171,10 +171,23 @@ def _same_value(text: str, value: Any) -> bool:
     return parsed == value or str(value) == text
 
 
+def check_tracking(study: StudyConfig) -> None:
+    """A tracker whose package is not installed (resweep.study.tracking imports them lazily)."""
+    import importlib.util
+
+    if study.tracking.mlflow is not None and importlib.util.find_spec("mlflow") is None:
+        raise ConfigError("MLflow is not installed: pip install 'resweep[tracking]', or remove "
+                          "tracking.mlflow", field="tracking.mlflow")
+    if study.tracking.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise ConfigError("tensorboardX (Ray Tune's event writer) is not installed: pip install "
+                          "'resweep[tracking]', or remove tracking.tensorboard", field="tracking.tensorboard")
+
+
 def preflight_study(study: StudyConfig, *, verify_images: bool = True) -> None:
     """Raise ConfigError/DataError, naming the configuration, for any that could not run."""
     from resweep.engine.preflight import check_named_files, preflight
 
+    check_tracking(study)  # a tracker's package missing: say which extra, before any data is read
     experiments = study_experiments(study)
     check_study_metrics(study, experiments)
     data_checked: set[str] = set()

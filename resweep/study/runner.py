@@ -200,8 +200,11 @@ def _start(
     artifact_keys = _prepare_stages(study, layout, storage)
     callback = _callback(study, layout, quiet, storage, artifact_keys, planned)
     mirror = _mirror_callback(layout, storage)
-    tuner = build_tuner(study, layout, storage, [callback, *([mirror] if mirror else [])], artifact_keys,
-                        name=tune_dir, search=search)
+    from resweep.study.tracking import tracking_callbacks
+
+    # after the study's own callback: the trackers read the row it wrote for an ended trial
+    callbacks = [callback, *tracking_callbacks(study, layout), *([mirror] if mirror else [])]
+    tuner = build_tuner(study, layout, storage, callbacks, artifact_keys, name=tune_dir, search=search)
     print(f"study '{study.name}': {planned} trials; folder {layout.root}")
     _fit_and_mirror(tuner, layout, planned, mirror)
 
@@ -318,11 +321,12 @@ def _fetch_for_resume(uri: str, local_dir: str | Path | None) -> Path:
 
 
 def _rebind_callbacks(tuner: Any, layout: StudyLayout, mirror: Any) -> None:
-    """Tune restores the callbacks it pickled with the run: the study's callback gets this
+    """Tune restores the callbacks it pickled with the run: the study's callback and the trackers get this
     driver's study folder (another machine's path when fetched from the storage), and the
     mirror is this driver's (also for a study run before mirroring existed)."""
     from resweep.study.callback import StudyCallback
     from resweep.study.mirror_callback import MirrorCallback
+    from resweep.study.tracking import TrackingCallback
 
     internal = getattr(tuner, "_local_tuner", None)  # None under Ray Client
     if internal is None:
@@ -332,7 +336,7 @@ def _rebind_callbacks(tuner: Any, layout: StudyLayout, mirror: Any) -> None:
     for cb in config.callbacks or []:
         if isinstance(cb, MirrorCallback):
             continue
-        if isinstance(cb, StudyCallback):
+        if isinstance(cb, (StudyCallback, TrackingCallback)):
             cb.study_dir = str(layout.root)
         kept.append(cb)
     config.callbacks = [*kept, *([mirror] if mirror is not None else [])]

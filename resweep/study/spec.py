@@ -119,6 +119,25 @@ class FailureSettings(_Strict):
     max_failures: int = Field(1, ge=0, description="retries of an errored trial from its last checkpoint")
 
 
+# --------------------------------------------------------------------------- tracking
+class MlflowTracking(_Strict):
+    uri: str = Field(
+        min_length=1,
+        description="MLflow tracking URI: http(s)://host:port of a server, or sqlite:///file.db",
+    )
+    experiment: str | None = Field(None, min_length=1, description="MLflow experiment; default: the study's name")
+
+
+class TrackingConfig(_Strict):
+    """Trackers that receive every trial as well (resweep.study.tracking); the study's own files
+    stay the record."""
+
+    mlflow: MlflowTracking | None = Field(
+        None, description="one run per seed group, its seeds as nested runs (needs resweep[tracking])"
+    )
+    tensorboard: bool = Field(False, description="event files per trial in <study>/tensorboard/<trial_id>/")
+
+
 #: why a training length stays under --paper-schedule (rule 3 of resweep.study.paper_schedule)
 Reasons = dict[str, Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]]
 
@@ -182,6 +201,8 @@ class StudyConfig(_Strict):
         "from: Optuna is told their results first, grid/random reuse their finished trials "
         "(rules: resweep.study.warm_start)",
     )
+
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("name")
     @classmethod
