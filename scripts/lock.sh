@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Refresh requirements.lock on purpose (`make lock`): resolve pyproject.toml's ranges (with the
-# dev and dashboard extras) to exact versions with hashes, for Python 3.11 on x86_64 Linux.
+# dev, dashboard and tracking extras) to exact versions with hashes, for Python 3.11 on x86_64 Linux.
 # The lock is what `make setup` (the README's commands, CI) installs; pyproject.toml keeps the
 # ranges a library user can live with. Run the suite after refreshing, commit both together.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/uv_env.sh
 uv_bootstrap "${UV_TOOL_DIR:-.venv-tools}"
-"$UV" pip compile pyproject.toml --extra dev --extra dashboard \
+"$UV" pip compile pyproject.toml --extra dev --extra dashboard --extra tracking \
   --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
   --generate-hashes --index-strategy unsafe-best-match --no-header --quiet \
   -o requirements.lock "$@"
