@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from moto_s3 import s3_server  # noqa: F401  (a fixture for every test: moto's S3 server)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = ROOT.parent / "shared" / "datasets"
 

@@ -77,7 +77,9 @@ def _kept_under_tmp() -> list[str]:
     return outer
 
 
-def _node_script(ray_args: Sequence[str], hide: Sequence[str]) -> str:
+def namespace_script(argv: Sequence[str], hide: Sequence[str]) -> str:
+    """A ``sh -c`` script, for ``unshare --mount``, that runs ``argv`` with a private tmpfs over
+    /tmp and over each folder in ``hide`` (the Python installation, code and venv kept visible)."""
     keep = _kept_under_tmp()
     lines = ["set -e", "stage=$(mktemp -d /dev/shm/resweep-node-XXXXXX)"]
     for i, path in enumerate(keep):  # park what must stay visible outside /tmp ...
@@ -90,8 +92,13 @@ def _node_script(ray_args: Sequence[str], hide: Sequence[str]) -> str:
     for path in hide:
         if not os.path.realpath(path).startswith("/tmp/"):
             lines.append(f"mount -t tmpfs tmpfs {shlex.quote(path)}")
-    lines.append("exec " + " ".join(shlex.quote(a) for a in ray_args))
+    lines.append("exec " + " ".join(shlex.quote(a) for a in argv))
     return "\n".join(lines)
+
+
+def in_own_namespace(argv: Sequence[str], hide: Sequence[str] = ()) -> list[str]:
+    """``argv`` as a process of another machine: its own mount namespace (see namespace_script)."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", namespace_script(argv, hide)]
 
 
 @dataclass
@@ -178,8 +185,7 @@ def isolated_cluster(
             ray_args = [*_ray_cli(), "start", "--block", f"--address={address}", f"--num-cpus={cpus_per_worker}",
                         "--num-gpus=0", "--node-ip-address=127.0.0.1", f"--resources={resources}",
                         "--disable-usage-stats", *_agent_ports()]
-            launch(f"worker{i + 1}", ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                                      _node_script(ray_args, hide)], 2 + i)
+            launch(f"worker{i + 1}", in_own_namespace(ray_args, hide), 2 + i)
         yield cluster
     finally:
         for process in reversed(cluster.processes):

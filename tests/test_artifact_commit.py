@@ -4,11 +4,7 @@ that does not match the marker's checksums is refused by name."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -127,41 +123,17 @@ def test_a_marker_without_checksums_still_reads(tmp_path):
 
 
 # --------------------------------------------------------------------------- S3 (moto)
-# moto's stock server is threaded and checks If-None-Match, then stores, without a lock; AWS S3
-# and MinIO make the conditional write atomic. The server here handles one request at a time,
-# so the race below tests resweep's protocol against an atomic conditional PUT, as real S3 has.
-_SERIAL_MOTO = """
-import sys
-from werkzeug.serving import run_simple
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
-run_simple("127.0.0.1", int(sys.argv[1]), DomainDispatcherApplication(create_backend_app), threaded=False)
-"""
-
-
 @pytest.fixture
 def s3_storage(monkeypatch, tmp_path):
+    """A serial moto server (an atomic conditional PUT, as real S3 has; see moto_s3.py)."""
     pytest.importorskip("moto")
     boto3 = pytest.importorskip("boto3")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen([sys.executable, "-c", _SERIAL_MOTO, str(port)], stdout=log, stderr=log)
-    for _ in range(200):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
-        time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    for key, value in {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test",
-                       "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    client = boto3.client("s3", endpoint_url=endpoint)
-    client.create_bucket(Bucket="race")
-    yield "s3://race/study", client
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
+    from moto_s3 import moto_s3_server
+
+    with moto_s3_server(tmp_path, "race", serial=True) as env:
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        yield "s3://race/study", boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"])
 
 
 def test_s3_conditional_put_refuses_a_second_marker(s3_storage):

@@ -10,6 +10,10 @@ path to a laptop file would on a real cluster): the study finishes; the teacher 
 are made once; every trial's ``log.txt`` and saved images reach the driver's study folder;
 ``resweep logs`` shows a trial's log; the report has its comparison crops; the failing
 trials' one-line errors appear in the driver's output.
+
+On the same kind of cluster, a driver SIGKILLed mid-study is resumed from yet another mount
+namespace, whose study folder is empty, given only the storage URI: no finished trial is lost
+or run again, and the storage ends with the whole study.
 """
 
 from __future__ import annotations
@@ -21,10 +25,16 @@ import time
 
 import pytest
 import yaml
-from isolated_cluster import TRIAL_RESOURCE, client_env, isolated_cluster, why_not_supported
 
 from conftest import ROOT, tiny_config_dict
-from kill_resume import CLI
+from isolated_cluster import (
+    TRIAL_RESOURCE,
+    client_env,
+    in_own_namespace,
+    isolated_cluster,
+    why_not_supported,
+)
+from kill_resume import CLI, kill_driver_when
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 pytest.importorskip("moto")
@@ -72,9 +82,10 @@ def test_study_on_nodes_that_share_no_disk_relays_logs_errors_and_images(tmp_pat
     if reason:
         pytest.skip(f"worker nodes need their own mount namespace: {reason}")
     import torch
-    from moto_s3 import moto_s3_server
 
     from resweep.study.layout import StudyLayout, read_parquet
+
+    from moto_s3 import moto_s3_server
 
     started = time.monotonic()
     # a safe torch file of another network, on the driver's disk only: preflight (on the driver)
@@ -150,3 +161,88 @@ def test_study_on_nodes_that_share_no_disk_relays_logs_errors_and_images(tmp_pat
     assert report.returncode == 0, report.stdout[-3000:] + report.stderr[-3000:]
     dashboard = (study_dir / "report" / "index.html").read_text()
     assert 'class="crops"' in dashboard and "data:image/png;base64," in dashboard
+
+
+def _stored_trials(storage: str, into) -> list[dict]:
+    """The rows of trials.parquet as the storage holds them ([] before the first mirror)."""
+    import shutil
+
+    from resweep.study.layout import read_parquet
+    from resweep.study.mirror import fetch_study
+
+    shutil.rmtree(into, ignore_errors=True)
+    try:
+        folder = fetch_study(storage, into, only=["trials.parquet"])
+    except Exception:  # nothing mirrored yet
+        return []
+    return read_parquet(folder / "trials.parquet").to_pylist() if (folder / "trials.parquet").is_dir() else []
+
+
+def test_driver_killed_on_the_cluster_resumes_from_another_namespace_given_only_the_storage(tmp_path, monkeypatch):
+    reason = why_not_supported()
+    if reason:
+        pytest.skip(f"drivers and worker nodes need their own mount namespace: {reason}")
+    from resweep.study.mirror import fetch_study
+    from resweep.study.results import LOST_TRIAL_ERROR, read_trials
+
+    from moto_s3 import moto_s3_server
+
+    storage = f"s3://{BUCKET}/studies/resumed"
+    base = tiny_config_dict(**{"train.iterations": 16, "eval.every": 8, "train.log_every": 4})
+    study_file = tmp_path / "study.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "name": "resumed", "base": base, "storage": storage,
+        "variants": [{"label": "lr4e-3", "overrides": {"optim.lr": 4e-3}},
+                     {"label": "lr1e-3", "overrides": {"optim.lr": 1e-3}},
+                     {"label": "lr3e-4", "overrides": {"optim.lr": 3e-4}}],
+        "seeds": [0, 1],
+        "objectives": [{"metric": OBJECTIVE, "mode": "max"}],
+        "budget": {"max_concurrent": 2},
+        "resources": {"cpus_per_worker": 1, "custom_resources": {TRIAL_RESOURCE: 1}},
+    }))
+    study_dir = tmp_path / "study"
+    started = time.monotonic()
+    with moto_s3_server(tmp_path, BUCKET) as s3_env:
+        for key, value in s3_env.items():
+            monkeypatch.setenv(key, value)
+        env = {**os.environ, **s3_env, **client_env(), "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT),
+               "RESWEEP_MIRROR_INTERVAL_S": "2"}
+        with isolated_cluster(tmp_path / "nodes", workers=2, cpus_per_worker=1, hide=[str(tmp_path)],
+                              env=env) as cluster:
+            probe = tmp_path / "probe"
+            # killed once the STORAGE shows two finished trials (the driver's disk is not looked at)
+            kill_driver_when(study_file, study_dir,
+                             lambda _: sum(r["status"] == "finished" for r in _stored_trials(storage, probe)) >= 2,
+                             extra_args=["--address", cluster.address], env=env, timeout_s=900)
+            snapshot = fetch_study(storage, tmp_path / "snapshot")
+            before = {r["trial_id"]: r for r in read_trials(snapshot)}
+            finished = {t for t, r in before.items() if r["status"] == "finished"}
+            assert len(finished) >= 2
+
+            # another machine: its own mount namespace, where the driver's folder (all of /tmp,
+            # the study folder included) is an empty tmpfs; it is given the storage URI only
+            resumer = subprocess.run(
+                in_own_namespace([*CLI, "resume", storage, "--dir", str(study_dir), "--address", cluster.address],
+                                 hide=[str(tmp_path)]),
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
+            )
+            output = resumer.stdout + resumer.stderr
+            assert resumer.returncode == 0, output[-4000:] + cluster.log_tail()
+            assert "fetching study 'resumed'" in output
+        print(f"kill and resume on the isolated cluster: {time.monotonic() - started:.0f} s")
+
+        # what the resumed driver wrote reached the storage (its own folder went with its namespace)
+        final = fetch_study(storage, tmp_path / "final")
+    after = {r["trial_id"]: r for r in read_trials(final)}
+    lost = {t for t, r in after.items() if r.get("error") == LOST_TRIAL_ERROR}
+    assert finished.isdisjoint(lost)
+    kept = {t: r for t, r in after.items() if t not in lost}
+    assert len(kept) == 6 and all(r["status"] == "finished" for r in kept.values()), \
+        {t: (r["status"], r.get("error")) for t, r in after.items()}
+    assert sorted((r["label"], r["seed"]) for r in kept.values()) == sorted(
+        (label, seed) for label in ("lr4e-3", "lr1e-3", "lr3e-4") for seed in (0, 1))
+    for tid in finished:  # not lost, not run again
+        assert after[tid]["started_at"] == before[tid]["started_at"]
+        assert after[tid][f"final.{OBJECTIVE}"] == before[tid][f"final.{OBJECTIVE}"]
+    for tid in kept:  # every kept trial's log reached the storage through the driver that ran it
+        assert f"trial {tid}" in (final / "trials" / tid / "log.txt").read_text()

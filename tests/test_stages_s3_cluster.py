@@ -10,11 +10,9 @@ continues from the S3 storage; ``resweep report`` then works from a local copy o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,45 +25,13 @@ from resweep.study.results import LOST_TRIAL_ERROR
 
 from conftest import ROOT, tiny_config_dict
 from kill_resume import CLI, kill_driver_when, resume
+from moto_s3 import BUCKET
 
 pytestmark = pytest.mark.ray
 pytest.importorskip("moto")
 pytest.importorskip("boto3")
 
-BUCKET = "resweep-test"
 OBJECTIVE = "eval.demo-eval.psnr_y"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(monkeypatch, tmp_path):
-    """moto's S3 server on 127.0.0.1, given to everything the way MinIO users give an endpoint."""
-    port = _free_port()
-    log = open(tmp_path / "moto.log", "wb")  # noqa: SIM115
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
-        time.sleep(0.1)
-    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=BUCKET)
-    yield endpoint
-    server.terminate()
-    server.wait(timeout=10)
-    log.close()
 
 
 def _s3_files(prefix: str) -> list[str]:

@@ -5,7 +5,7 @@ in the storage URI's query (``?endpoint_override=...&scheme=http``), with ``AWS_
 removed, so every place that appends to the storage must keep the query at the end.
 """
 
-from __future__ import annotations  # noqa: I001  (s3_server: a test helper, imported last)
+from __future__ import annotations
 
 import contextlib
 import shutil
@@ -23,7 +23,7 @@ from resweep.uri import join_uri
 
 from conftest import ROOT, tiny_config_dict
 from kill_resume import CLI, driver_env, kill_driver_when, resume
-from s3_server import BUCKET, s3_server  # noqa: F401  (the fixture)
+from moto_s3 import BUCKET
 
 OBJECTIVE = "eval.demo-eval.psnr_y"
 QUERY = "endpoint_override=127.0.0.1:{port}&scheme=http"
@@ -103,7 +103,7 @@ MIRRORED = {
 
 
 def test_mirror_uploads_only_what_changed_deletes_moved_parts_and_copies_optuna_db(
-        s3_server, tmp_path, monkeypatch, capsys):  # noqa: F811
+        s3_server, tmp_path, monkeypatch, capsys):
     from resweep.study.mirror import StudyMirror, fetch_study
 
     storage = _storage(s3_server, "studies/m", monkeypatch)
@@ -172,7 +172,7 @@ def test_mirror_uploads_only_what_changed_deletes_moved_parts_and_copies_optuna_
     assert capsys.readouterr().err == ""
 
 
-def test_a_sync_looks_at_the_same_files_with_2_or_42_ended_trials(s3_server, tmp_path, monkeypatch):  # noqa: F811
+def test_a_sync_looks_at_the_same_files_with_2_or_42_ended_trials(s3_server, tmp_path, monkeypatch):
     from resweep.study.mirror import StudyMirror
 
     root = tmp_path / "m"
@@ -204,7 +204,7 @@ def test_a_sync_looks_at_the_same_files_with_2_or_42_ended_trials(s3_server, tmp
     assert looked_at_by_a_sync() == with_two
 
 
-def test_mirror_failures_are_warned_once_and_retried(s3_server, tmp_path, monkeypatch, capsys):  # noqa: F811
+def test_mirror_failures_are_warned_once_and_retried(s3_server, tmp_path, monkeypatch, capsys):
     import boto3
 
     from resweep.study.mirror import StudyMirror
@@ -246,7 +246,7 @@ def _remote_state(storage: str, tmp: Path) -> tuple[list[dict], list[tuple]]:
     return rows, optuna
 
 
-def test_killed_driver_study_resumes_from_the_storage_alone(s3_server, tmp_path, monkeypatch):  # noqa: F811
+def test_killed_driver_study_resumes_from_the_storage_alone(s3_server, tmp_path, monkeypatch):
     storage = _storage(s3_server, "studies/mirrored", monkeypatch)
     base = tiny_config_dict(**{"train.iterations": 16, "eval.every": 8, "train.log_every": 8,
                                "eval.save_images": True})
