@@ -184,7 +184,7 @@ def test_a_resumed_driver_reuses_the_saved_keys_after_the_data_was_touched(ray_l
     import numpy as np
     from PIL import Image
 
-    from resweep.study import runner
+    from resweep.study import experiment
     from resweep.study.layout import StudyLayout
     from resweep.study.spec import study_from_dict
 
@@ -199,7 +199,7 @@ def test_a_resumed_driver_reuses_the_saved_keys_after_the_data_was_touched(ray_l
                              "base": tiny_config_dict(**{"model.init_from": {"kind": "train", "experiment": pretrain}})})
     layout = StudyLayout(tmp_path / "study")
     layout.root.mkdir()
-    first = runner._prepare_stages(study, layout, str(layout.root))
+    first = experiment.prepare_study_stages(study, layout, str(layout.root))
     (key,) = first.values()
     keys_file = (layout.root / "stage_keys.json").read_bytes()
     store = ArtifactStore(layout.root)
@@ -208,7 +208,7 @@ def test_a_resumed_driver_reuses_the_saved_keys_after_the_data_was_touched(ray_l
         os.utime(path, ns=(10**9, 10**9))
     definition = ExperimentConfig.from_dict(study.trial_specs()[0].experiment).stages()["model.init_from"]
     assert stage_key(definition) != key  # a driver computing keys again would train another artifact
-    assert runner._prepare_stages(study, layout, str(layout.root)) == first
+    assert experiment.prepare_study_stages(study, layout, str(layout.root)) == first
     assert (layout.root / "stage_keys.json").read_bytes() == keys_file
     assert store.list_keys() == [key]
     assert (layout.root / "artifacts" / key / "COMMITTED.json").read_bytes() == marker

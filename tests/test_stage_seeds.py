@@ -134,14 +134,14 @@ def test_an_optuna_driver_makes_the_base_configs_stages_for_every_seed(tmp_path,
     """Optuna samples at run time, so the driver makes the base config's stages: with seed:
     trial, one per seed (before: only the base's train.seed, the others made inside trials)."""
     from resweep.stages import on_ray
-    from resweep.study import runner
+    from resweep.study import experiment
     from resweep.study.layout import StudyLayout
 
     seen: list[int] = []
 
     def fake_prepare(experiments, storage, study_dir, **_):
-        for experiment in experiments:
-            seen.append(experiment.stages()["model.init_from"].seed)
+        for config in experiments:
+            seen.append(config.stages()["model.init_from"].seed)
         return on_ray.PreparedStages(storage)
 
     monkeypatch.setattr(on_ray, "prepare_stages", fake_prepare)
@@ -149,7 +149,7 @@ def test_an_optuna_driver_makes_the_base_configs_stages_for_every_seed(tmp_path,
     data.update(variants=[], search={"algorithm": "optuna_tpe", "num_samples": 2},
                 space={"optim.lr": {"type": "loguniform", "low": 1e-4, "high": 1e-3}})
     study = study_from_dict(data)
-    runner._prepare_stages(study, StudyLayout(tmp_path), str(tmp_path))
+    experiment.prepare_study_stages(study, StudyLayout(tmp_path), str(tmp_path))
     assert sorted(seen) == [4, 9]
 
 

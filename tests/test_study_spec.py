@@ -201,9 +201,9 @@ def test_paper_schedule_key_that_reaches_nothing_is_an_error_naming_it(tmp_path)
 
 def test_a_study_stopped_before_every_trial_ended_says_how_to_resume(tmp_path, capsys):
     """Ctrl+C or a time limit ends Tune's fit early: the driver must not claim the study is done."""
+    from resweep.study.experiment import fit_study as _fit
     from resweep.study.layout import StudyLayout
     from resweep.study.results import StudyResults
-    from resweep.study.runner import _fit
 
     class StoppedTuner:  # what Tuner.fit returns after a stop signal: the trials it had
         def fit(self):
