@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from resweep.cli import main
@@ -72,7 +73,8 @@ def test_a_trial_lost_with_the_driver_is_marked_errored_and_ended_trials_are_unt
     assert results.mark_lost({"done", "known"}) == []  # errored has ended: once only
 
 
-def test_the_study_callback_marks_lost_trials_when_the_experiment_ends(tmp_path):
+@pytest.mark.ray
+def test_the_study_callback_marks_lost_trials_when_the_experiment_ends(ray_local, tmp_path):
     """The wiring: at the end of a (resumed) experiment the callback compares its rows with the
     trials Tune holds, as Tune passes them to on_experiment_end."""
     from types import SimpleNamespace
