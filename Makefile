@@ -1,7 +1,7 @@
 # The two entry points of the README. Both set everything up first (from requirements.lock).
 VENV ?= .venv
 
-.PHONY: setup demo test test-fast test-latest lock lint bench
+.PHONY: setup demo test test-all test-slow test-fast test-latest lock lint bench
 
 setup:
 	@VENV=$(VENV) bash scripts/setup.sh
@@ -9,8 +9,16 @@ setup:
 demo: setup
 	$(VENV)/bin/resweep demo
 
-# What CI runs (.ci/run): the whole suite, Ray tests included.
+# What CI runs (.ci/run): every test but the long multi-process integration runs marked `slow`
+# (clusters of isolated nodes, kill-and-resume over S3, autoscaling, ...: `make test-slow`).
 test: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
+
+# The long integration runs alone (about 25 minutes on 2 idle cores), and everything together.
+test-slow: setup
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m slow
+
+test-all: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
 
 # The edit-test loop: everything that does not start Ray (tests marked `ray`, or using the

@@ -48,6 +48,7 @@ def _run(tmp_path, address: str, env: dict, study: dict) -> subprocess.Completed
     )
 
 
+@pytest.mark.slow
 def test_a_study_runs_as_many_trials_as_the_autoscaled_cluster_holds(tmp_path):
     env_nodes = {"PYTHONPATH": str(ROOT), "RAY_raylet_start_wait_time_s": "180"}
     # the simulator's default idle timeout (6 s) ends a node that joined while the machine is too

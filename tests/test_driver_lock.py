@@ -94,6 +94,7 @@ def test_run_and_resume_refuse_a_study_another_driver_holds(tmp_path):
         holder.wait()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_drivers_killed_at_random_moments_from_the_first_second_each_resume(tmp_path):
     """SIGKILL at random moments from when the study folder exists (before and after Tune's

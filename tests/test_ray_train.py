@@ -51,6 +51,7 @@ def test_two_workers_see_different_samples_and_end_identical(ray_local, tmp_path
     assert result.metrics["status"] == "finished" and result.metrics["iteration"] == 6
 
 
+@pytest.mark.slow
 def test_killed_worker_is_restarted_from_last_checkpoint(ray_local, tmp_path):
     config = ExperimentConfig.from_dict(
         tiny_config_dict(**{"train.iterations": 8, "eval.every": 4, "train.log_every": 2})
@@ -65,6 +66,7 @@ def test_killed_worker_is_restarted_from_last_checkpoint(ray_local, tmp_path):
     assert len({r["digest"] for r in records}) == 1
 
 
+@pytest.mark.slow
 def test_resweep_train_writes_results_and_continues_in_the_same_folder(ray_local, tmp_path):
     import pyarrow.parquet as pq
 

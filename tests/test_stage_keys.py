@@ -177,6 +177,7 @@ def test_an_optuna_stage_made_in_a_trial_is_recorded_like_the_drivers(ray_local,
     assert len(base_rows) == 1 and "made_by" not in store.committed(base_rows[0]["key"]).marker
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_resumed_driver_reuses_the_saved_keys_after_the_data_was_touched(ray_local, tmp_path):
     """What ``resweep resume`` does before restoring the Tuner: the saved keys name the same

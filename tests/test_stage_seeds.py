@@ -195,6 +195,7 @@ def test_each_preset_with_stages_says_which_seed_they_use_and_means_it(name):
             assert distinct == 1, (name, label, role)
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_a_study_makes_one_pretraining_per_seed_and_each_trial_starts_from_its_own(ray_local, tmp_path):
     """A real local study: a `train` stage with seed: trial, two seeds -> two artifacts, made

@@ -13,6 +13,7 @@ from conftest import tiny_config_dict
 pytestmark = pytest.mark.ray
 
 
+@pytest.mark.slow
 def test_resweep_train_makes_the_declared_stage_first_and_reuses_it(ray_local, tmp_path):
     from resweep.stages import ArtifactStore
     from resweep.trainables.train import run_training

@@ -67,6 +67,7 @@ def _eco_study(storage: str) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_eco_sweep_on_two_nodes_with_s3_storage_resumes_and_reports(s3_server, tmp_path, monkeypatch):
     storage = f"s3://{BUCKET}/studies/eco"
     monkeypatch.setenv("RESWEEP_SCRATCH", str(tmp_path / "scratch-driver"))

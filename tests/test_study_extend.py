@@ -103,6 +103,7 @@ def test_extend_a_finished_grid_study_by_a_seed_runs_only_the_new_trials(ray_loc
     assert [e["tune_dir"] for e in meta["experiments"]] == ["tune", "tune-ext1", "tune-ext2"]
 
 
+@pytest.mark.slow
 def test_extend_an_optuna_study_by_a_seed_then_by_trials(ray_local, tmp_path):
     import optuna
 
@@ -149,6 +150,7 @@ def test_extend_an_optuna_study_by_a_seed_then_by_trials(ray_local, tmp_path):
     assert "num_samples: 3" in study_yaml
 
 
+@pytest.mark.slow
 def test_warm_started_tpe_knows_the_earlier_results_before_its_first_ask(finished_grid, tmp_path):
     import optuna
 
@@ -195,6 +197,7 @@ def test_warm_started_tpe_knows_the_earlier_results_before_its_first_ask(finishe
     assert stored[2].user_attrs["ray_trial_ids"] == [r["trial_id"] for r in read_trials(folder)]
 
 
+@pytest.mark.slow
 def test_grid_warm_start_reuses_a_finished_configuration(finished_grid, tmp_path):
     from resweep.analysis.tables import ablation_table
     from resweep.study import run_study

@@ -246,6 +246,7 @@ def _remote_state(storage: str, tmp: Path) -> tuple[list[dict], list[tuple]]:
     return rows, optuna
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_killed_driver_study_resumes_from_the_storage_alone(s3_server, tmp_path, monkeypatch):
     storage = _storage(s3_server, "studies/mirrored", monkeypatch)

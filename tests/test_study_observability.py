@@ -205,6 +205,7 @@ def test_a_running_local_study_listens_on_loopback_only(tmp_path):
     assert "Token authentication is enabled" in output  # Ray's token auth stays on
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_resweep_train_shows_progress_and_writes_its_log(ray_local, tmp_path, capsys):
     from resweep.config import ExperimentConfig
@@ -268,6 +269,7 @@ def test_trial_warnings_reach_the_driver_and_errors_are_summarised_through_ray_w
     assert error_line(summary) == "ConfigError: no such file (field 'methods.eco.teacher', file /w/teacher.pt)"
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_resweep_train_worker_error_is_one_line_and_the_log_holds_the_traceback(ray_local, tmp_path, capsys):
     from resweep.config import ExperimentConfig

@@ -150,6 +150,7 @@ def test_sigkilled_driver_resumes_without_losing_or_rerunning_trials(tmp_path):
         assert list(group["iteration"]) == [8, 16, 24]
 
 
+@pytest.mark.slow
 def test_raising_trial_is_recorded_as_errored_and_the_study_goes_on(ray_local, tmp_path):
     import torch
 

@@ -77,7 +77,7 @@ def _check_groups_against_optuna(study_dir: Path, name: str, seeds: list[int], m
     return trials, states
 
 
-@pytest.mark.parametrize("seeds", [[0], [0, 1]], ids=["one-seed", "two-seeds"])
+@pytest.mark.parametrize("seeds", [pytest.param([0], marks=pytest.mark.slow), [0, 1]], ids=["one-seed", "two-seeds"])
 def test_tpe_survives_loss_only_reports_and_fails_configs_that_collapse_before_evaluating(
     ray_local, tmp_path, seeds
 ):
@@ -154,6 +154,7 @@ def test_optuna_multi_with_two_seeds_tells_one_mean_per_objective(ray_local, tmp
         assert not math.isclose(psnrs[0], psnrs[1], rel_tol=0, abs_tol=1e-9)
 
 
+@pytest.mark.slow
 def test_killed_driver_resumes_an_optuna_study_keeping_seed_groups(tmp_path):
     """A kill may land between Optuna's ask and Tune's searcher checkpoint (then that Optuna
     trial is told FAIL on resume, marked interrupted; tests/test_study_search_resume.py makes
