@@ -77,10 +77,11 @@ def _kept_under_tmp() -> list[str]:
     return outer
 
 
-def namespace_script(argv: Sequence[str], hide: Sequence[str]) -> str:
+def namespace_script(argv: Sequence[str], hide: Sequence[str], keep: Sequence[str] = ()) -> str:
     """A ``sh -c`` script, for ``unshare --mount``, that runs ``argv`` with a private tmpfs over
-    /tmp and over each folder in ``hide`` (the Python installation, code and venv kept visible)."""
-    keep = _kept_under_tmp()
+    /tmp and over each folder in ``hide`` (the Python installation, code and venv kept visible,
+    and the folders under /tmp in ``keep``)."""
+    keep = [*_kept_under_tmp(), *(os.path.realpath(k) for k in keep)]
     lines = ["set -e", "stage=$(mktemp -d /dev/shm/resweep-node-XXXXXX)"]
     for i, path in enumerate(keep):  # park what must stay visible outside /tmp ...
         lines += [f"mkdir -p $stage/{i}", f"mount --bind {shlex.quote(path)} $stage/{i}"]
@@ -96,9 +97,9 @@ def namespace_script(argv: Sequence[str], hide: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def in_own_namespace(argv: Sequence[str], hide: Sequence[str] = ()) -> list[str]:
+def in_own_namespace(argv: Sequence[str], hide: Sequence[str] = (), keep: Sequence[str] = ()) -> list[str]:
     """``argv`` as a process of another machine: its own mount namespace (see namespace_script)."""
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", namespace_script(argv, hide)]
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", namespace_script(argv, hide, keep)]
 
 
 @dataclass

@@ -220,10 +220,12 @@ def test_driver_killed_on_the_cluster_resumes_from_another_namespace_given_only_
             assert len(finished) >= 2
 
             # another machine: its own mount namespace, where the driver's folder (all of /tmp,
-            # the study folder included) is an empty tmpfs; it is given the storage URI only
+            # the study folder included) is an empty tmpfs; it is given the storage URI only. It
+            # drives through the head's raylet (whose session folder it sees, as a driver started
+            # on the head node would): nodes that share an address cannot be told apart by Ray
             resumer = subprocess.run(
                 in_own_namespace([*CLI, "resume", storage, "--dir", str(study_dir), "--address", cluster.address],
-                                 hide=[str(tmp_path)]),
+                                 hide=[str(tmp_path)], keep=[cluster.head_temp]),
                 cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200,
             )
             output = resumer.stdout + resumer.stderr
