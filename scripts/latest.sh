@@ -13,7 +13,7 @@ source scripts/uv_env.sh
 uv_bootstrap "$VENV/.uv" || { echo "[latest] uv is needed for make test-latest"; exit 1; }
 echo "[latest] resolving the newest versions allowed by pyproject.toml into $VENV"
 "$UV" pip install --quiet --python "$VENV/bin/python" --upgrade --reinstall-package resweep \
-  -e ".[dev,dashboard]"
+  -e ".[dev,dashboard,tracking]"
 "$UV" pip freeze --quiet --python "$VENV/bin/python" --exclude-editable > "$VENV/versions.txt"
 "$VENV/bin/python" - requirements.lock "$VENV/versions.txt" <<'PY'
 import re, sys
