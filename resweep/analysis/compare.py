@@ -203,13 +203,23 @@ def _best(results: Sequence[AblationResult], labels: Sequence[str], columns: Seq
             continue
         r = int(means.idxmax() if better(c.metric) == "max" else means.idxmin())
         frame = res.rows.frame
-        conf = ", ".join(f"{k[6:]}={frame.at[r, k]}" for k in frame.columns if k.startswith("param."))
+        # knobs the row sets (a variant that leaves a knob at the base value has none there)
+        conf = ", ".join(f"{k[6:]}={frame.at[r, k]}" for k in frame.columns
+                         if k.startswith("param.") and not _unset(frame.at[r, k]))
         if frame.at[r, "label"]:
             conf = f"{frame.at[r, 'label']}: {conf}" if conf else str(frame.at[r, "label"])
         recs.append({"study": label, "row": str(t.at[r, "row"]), "configuration": conf, "column": c.key,
                      "mean": float(means[r]), "std": float(t.at[r, f"{c.key}:std"]), "n": int(t.at[r, f"{c.key}:n"]),
                      "delta": float(t.at[r, f"{c.key}:delta"])})
     return pd.DataFrame(recs)
+
+
+def _unset(value: object) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return str(value).lower() in ("none", "nan", "")
 
 
 def cross_cell(rec: dict, key: str, i: int, metric: str) -> str:
