@@ -23,6 +23,9 @@ DEFAULT_N_BOOT = 2000
 DEFAULT_CI = 0.95
 DEFAULT_SEED = 0
 MIN_PAIRS = 2  # below this a resampling interval means nothing
+# cells per selection: a (2048, n_boot) copy. (The product stays (n_boot, cells) as it was: BLAS
+# may round the transposed product differently in the last bit, and the CIs must not move.)
+_CHUNK = 2048
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def percentile_interval(boot: np.ndarray, alpha: float, overwrite_input: bool = 
     prev_i, next_i = prev.astype(np.intp), nxt.astype(np.intp)
     nan = np.isnan(rows).any(axis=1)  # numpy's NaN result for a cell holding a NaN
     kth = np.unique(np.concatenate([prev_i, next_i]))
-    if overwrite_input and rows is boot:
+    if overwrite_input or rows is not boot:  # ours to reorder
         part = rows
         part.partition(kth, axis=1)
     else:
@@ -116,9 +119,10 @@ def bootstrap_many(
                 out[i] = [BootstrapCI(float(m), np.nan, np.nan, n) for m in means]
             continue
         stacked = np.concatenate([mats[i] for i in members], axis=1)  # (n, sum k)
-        # (sum k, n_boot): each cell's resample means contiguous, for the selection below
-        resampled = stacked.T @ _counts(n, n_boot, seed).T / n
-        low, high = percentile_interval(resampled, alpha, overwrite_input=True)
+        resampled = _counts(n, n_boot, seed) @ stacked / n  # (n_boot, sum k)
+        low, high = np.empty(resampled.shape[1]), np.empty(resampled.shape[1])
+        for a in range(0, resampled.shape[1], _CHUNK):  # each cell's means made contiguous, a chunk at a time
+            low[a:a + _CHUNK], high[a:a + _CHUNK] = percentile_interval(resampled[:, a:a + _CHUNK].T, alpha)
         point = stacked.mean(axis=0)
         col = 0
         for i in members:
