@@ -151,16 +151,18 @@ console.log(JSON.stringify(out));
 
 def test_the_fast_percentile_interval_is_numpys_quantile_bit_for_bit():
     rng = np.random.default_rng(3)
-    for n_boot in (1, 2, 3, 50, 1999, 2000):
-        for ci in (0.5, 0.9, 0.95, 0.99):
+    for n_boot in (1, 2, 3, 4, 5, 50, 1999, 2000):
+        for ci in (0.02, 0.5, 0.9, 0.95, 0.99, 0.999):
             boot = rng.normal(size=(40, n_boot))
             boot[5] = 1.25  # a constant cell
             boot[7, -1] = np.nan  # numpy's NaN result for a cell holding one
             alpha = (1 - ci) / 2
-            low, high = percentile_interval(boot, alpha)
+            boot[9, : n_boot // 2] = -0.5  # ties
             ref_low, ref_high = np.quantile(boot, [alpha, 1 - alpha], axis=1)
-            assert np.array_equal(low, ref_low, equal_nan=True), (n_boot, ci)
-            assert np.array_equal(high, ref_high, equal_nan=True), (n_boot, ci)
+            for overwrite in (False, True):
+                low, high = percentile_interval(boot.copy(), alpha, overwrite_input=overwrite)
+                assert np.array_equal(low, ref_low, equal_nan=True), (n_boot, ci)
+                assert np.array_equal(high, ref_high, equal_nan=True), (n_boot, ci)
 
 
 def test_cells_batched_across_chunks_get_the_interval_each_gets_alone():

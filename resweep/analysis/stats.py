@@ -64,15 +64,26 @@ def percentile_interval(boot: np.ndarray, alpha: float, overwrite_input: bool = 
     gamma = virtual - prev
     prev_i, next_i = prev.astype(np.intp), nxt.astype(np.intp)
     nan = np.isnan(rows).any(axis=1)  # numpy's NaN result for a cell holding a NaN
-    kth = np.unique(np.concatenate([prev_i, next_i]))
-    if overwrite_input or rows is not boot:  # ours to reorder
-        part = rows
-        part.partition(kth, axis=1)
+    # two single selections (numpy's partition with several kth is ~4x slower here): the upper
+    # kth, then the lower one among the values left of it; the order statistic below the lower
+    # kth is the largest value left of it, the one above the upper kth the smallest right of it
+    lower, upper = int(next_i[0]), int(prev_i[1])
+    part = rows if overwrite_input or rows is not boot else rows.copy()  # ours to reorder
+    if lower <= upper:
+        part.partition(upper, axis=1)
+        if lower < upper:
+            part[:, :upper].partition(lower, axis=1)
     else:
-        part = np.partition(rows, kth, axis=1)
+        part.partition(np.unique(np.concatenate([prev_i, next_i])), axis=1)
+    if lower <= upper:
+        below = part[:, :lower].max(axis=1) if prev_i[0] < lower else part[:, lower]
+        above = part[:, upper + 1:].min(axis=1) if next_i[1] > upper else part[:, upper]
+        ends = [(below, part[:, lower]), (part[:, upper], above)]
+    else:  # alpha > 1/2: the plain way
+        ends = [(part[:, prev_i[j]], part[:, next_i[j]]) for j in range(len(q))]
     out = []
     for j in range(len(q)):
-        a, b = part[:, prev_i[j]], part[:, next_i[j]]
+        a, b = ends[j]
         diff = b - a  # numpy's _lerp, including its switch for t >= 1/2
         value = b - diff * (1 - gamma[j]) if gamma[j] >= 0.5 else a + diff * gamma[j]
         value[nan] = np.nan
