@@ -15,7 +15,8 @@ For each size N, in a fresh process:
 
 Printed per size: the per-trial cost of the window (wall and CPU ms: the marginal cost of one
 more trial in a study of N), the resume and end times, and the driver's peak RSS. Steps 2-4
-run ``--repeats`` times, each on a fresh copy of the filled folder (the best run is shown). The
+run ``--repeats`` times in rounds over the sizes, each on a fresh copy of the filled folder
+(the best run is shown). The
 machine may be shared: compare the sizes' ratios, taken in one run (the CPU ratio is the one
 that other processes disturb least).
 """
@@ -199,25 +200,29 @@ def main() -> int:
         return 0
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        filled: dict[int, dict] = {}
         for size in args.sizes:
-            filled = Path(tmp) / f"s{size}"
-            row = _child(args, "fill", filled, size)
-            if row is None:
+            fill = _child(args, "fill", Path(tmp) / f"s{size}", size)
+            if fill is None:
                 return 1
-            runs = []
-            for r in range(max(1, args.repeats)):
+            filled[size] = fill
+        runs: dict[int, list[dict]] = {size: [] for size in args.sizes}
+        for r in range(max(1, args.repeats)):  # rounds over the sizes: a load that drifts hits each alike
+            for size in args.sizes:
                 study = Path(tmp) / f"s{size}_run{r}"
-                shutil.copytree(filled, study)
+                shutil.copytree(Path(tmp) / f"s{size}", study)
                 run = _child(args, "run", study, size)
                 if run is None:
                     return 1
-                runs.append(run)
+                runs[size].append(run)
                 shutil.rmtree(study, ignore_errors=True)
-            best = min(runs, key=lambda x: x["ms_per_trial"])
-            row.update(best, cpu_ms_per_trial=min(x["cpu_ms_per_trial"] for x in runs),
-                       peak_rss_mib=max(x["peak_rss_mib"] for x in runs))
+                print(f"done {size} (round {r + 1})", file=sys.stderr, flush=True)
+        for size in args.sizes:
+            row = dict(filled[size])
+            row.update(min(runs[size], key=lambda x: x["ms_per_trial"]),
+                       cpu_ms_per_trial=min(x["cpu_ms_per_trial"] for x in runs[size]),
+                       peak_rss_mib=max(x["peak_rss_mib"] for x in runs[size]))
             rows.append(row)
-            print(f"done {size}", file=sys.stderr, flush=True)
     head = ("trials", "rows", "fill s", "resume setup s", "ms/trial", "cpu ms/trial", "end s",
             "RSS at start MiB", "peak RSS MiB")
     keys = ("size", "rows", "fill_s", "setup_s", "ms_per_trial", "cpu_ms_per_trial", "end_s",
