@@ -28,7 +28,8 @@ def finding_notes(table: pd.DataFrame, columns: Sequence[Column], base_row: int 
     if base_row is None or not columns or table.at[base_row, "finished"] == 0:
         return []
     notes: list[str] = []
-    recs = table.to_dict("records")
+    fields = ("delta", "ci_low", "ci_high", "sig", "pairs")
+    recs = table[["row", "reference", "finished", *(f"{c.key}:{f}" for c in columns for f in fields)]].to_dict("records")
     base_name = str(table.at[base_row, "row"])
     ref = next((r for r in recs if r["reference"]), None)
     first = columns[0]

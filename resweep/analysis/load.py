@@ -53,6 +53,9 @@ class StudyData:
     curves: pd.DataFrame
     per_image: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    # final_per_image of this very per_image frame (the table, its reference line and the image
+    # ranking each ask for it; 10^6 rows at 10^4 trials)
+    _final: tuple[pd.DataFrame, pd.DataFrame] | None = field(default=None, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ study.json views
     @property
@@ -100,12 +103,14 @@ class StudyData:
         return sets
 
     def final_per_image(self) -> pd.DataFrame:
-        """Per-image rows at each trial's last evaluated iteration."""
+        """Per-image rows at each trial's last evaluated iteration (computed once: do not modify it)."""
         pi = self.per_image
         if pi.empty:
             return pi
-        last = pi.groupby("trial_id", sort=False)["iteration"].transform("max")
-        return pi[pi["iteration"] == last]
+        if self._final is None or self._final[0] is not pi:
+            last = pi.groupby("trial_id", sort=False)["iteration"].transform("max")
+            self._final = (pi, pi[pi["iteration"] == last])
+        return self._final[1]
 
 
 def load_study(study_dir: str | Path) -> StudyData:

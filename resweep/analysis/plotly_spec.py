@@ -21,6 +21,7 @@ import numpy as np
 from resweep.analysis.tables import html_escape
 
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
+_AS_IS = frozenset({str, int, bool})  # exact types json.dumps writes as they are
 
 
 def plot_text(text: Any) -> str:
@@ -55,6 +56,8 @@ def script_json(obj: Any) -> str:
     raw: list[str] = []
 
     def prepare(o: Any) -> Any:
+        if o is None or type(o) in _AS_IS:  # most cells: the trial explorer's 10^5 strings
+            return o
         if isinstance(o, np.ndarray):
             if o.dtype.kind in "biuf":
                 raw.append(_array_json(o))

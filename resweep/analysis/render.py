@@ -108,7 +108,8 @@ def _compute_layout(table: pd.DataFrame) -> _Layout:
     headers = [h for _, h in cols]
 
     out_rows, classes = [], []
-    records = table.to_dict("records")
+    unused = (":mean", ":std", ":n", ":ci_low", ":ci_high", ":pairs")  # not drawn: 10^4 rows x fewer columns
+    records = table[[c for c in table.columns if not str(c).endswith(unused)]].to_dict("records")
     if "reference" in table.columns:  # the no-learning reference first, as SR papers list bicubic
         records = [r for r in records if r["reference"]] + [r for r in records if not r["reference"]]
     for rec in records:
@@ -360,20 +361,30 @@ def frame_to_html(df: pd.DataFrame, table_id: str, max_rows: int | None = None, 
     """Any small frame as an escaped HTML table (numbers with 4 significant digits)."""
     shown = df if max_rows is None else df.head(max_rows)
     head = "".join(f"<th>{html_escape(c)}</th>" for c in shown.columns)
-    body = []
-    for rec in shown.itertuples(index=False):
-        tds = []
-        for v in rec:
-            if isinstance(v, float | np.floating):
-                text, cls = ("—" if not np.isfinite(v) else f"{v:.4g}"), ' class="num"'
-            elif isinstance(v, int | np.integer) and not isinstance(v, bool):
-                text, cls = str(v), ' class="num"'
-            else:
-                text, cls = ("" if v is None else str(v)), ""
-            tds.append(f"<td{cls}>{html_escape(text)}</td>")
-        body.append("<tr>" + "".join(tds) + "</tr>")
+    # column by column (what iterating the rows would give, cell for cell; 10^5 cells at 10^4 trials)
+    columns = [_td_column(shown.iloc[:, j]) for j in range(shown.shape[1])]
+    body = ["<tr>" + "".join(tds) + "</tr>" for tds in zip(*columns, strict=True)] if columns else \
+        ["<tr></tr>"] * len(shown)
     more = ""
     if max_rows is not None and len(df) > max_rows:
         more = f'<p class="note">{len(df) - max_rows} more rows in the CSV file.</p>'
     return (f'<table class="{html_escape(classes)}" id="{html_escape(table_id)}"><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table>{more}\n")
+
+
+def _td_column(series: pd.Series) -> list[str]:
+    """The ``<td>`` of each cell of one column of :func:`frame_to_html`."""
+    if isinstance(series.dtype, np.dtype) and series.dtype.kind == "f":  # numbers: nothing to escape
+        return ['<td class="num">' + ("—" if not math.isfinite(v) else f"{v:.4g}") + "</td>"
+                for v in series.tolist()]
+    return [_td(v) for v in series]
+
+
+def _td(v: Any) -> str:
+    if isinstance(v, float | np.floating):
+        text, cls = ("—" if not np.isfinite(v) else f"{v:.4g}"), ' class="num"'
+    elif isinstance(v, int | np.integer) and not isinstance(v, bool):
+        text, cls = str(v), ' class="num"'
+    else:
+        text, cls = ("" if v is None else str(v)), ""
+    return f"<td{cls}>{html_escape(text)}</td>"

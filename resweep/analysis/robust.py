@@ -31,7 +31,7 @@ import pandas as pd
 
 from resweep.analysis.formatting import better
 from resweep.analysis.rows import Column
-from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED
+from resweep.analysis.stats import DEFAULT_CI, DEFAULT_N_BOOT, DEFAULT_SEED, percentile_interval
 
 ROBUST_FIELDS = ("iqm", "iqm_low", "iqm_high", "poi", "poi_low", "poi_high")
 
@@ -59,8 +59,7 @@ def _counts(idx: np.ndarray, runs: int) -> np.ndarray:
 
 
 def _interval(boot: np.ndarray, ci: float) -> tuple[np.ndarray, np.ndarray]:
-    low, high = np.quantile(boot, [(1 - ci) / 2, 1 - (1 - ci) / 2], axis=-1)
-    return low, high
+    return percentile_interval(boot, (1 - ci) / 2, overwrite_input=True)  # np.quantile's numbers, faster
 
 
 def iqm_ci_many(scores: np.ndarray, *, n_boot: int = DEFAULT_N_BOOT, ci: float = DEFAULT_CI,
