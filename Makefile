@@ -14,7 +14,7 @@ demo: setup
 test: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m "not slow"
 
-# The long integration runs alone (about 25 minutes on 2 idle cores), and everything together.
+# The long integration runs alone (44 minutes on this 2-core machine, partly loaded), and everything together.
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -p no:cacheprovider -m slow
 
