@@ -37,6 +37,7 @@ def _get(url: str) -> dict:
         return json.loads(response.read().decode())
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_reads_a_finished_study(ray_local, tmp_path: Path) -> None:
     from resweep.study import run_study
 

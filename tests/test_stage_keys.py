@@ -131,6 +131,7 @@ def test_trial_scratch_is_deleted_on_error_and_a_killed_trials_is_swept(tmp_path
     assert not path.exists() and other_host.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.ray
 def test_an_optuna_stage_made_in_a_trial_is_recorded_like_the_drivers(ray_local, tmp_path):
     """An Optuna knob changes the MAE encoder's pretraining: the driver makes the base config's

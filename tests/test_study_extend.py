@@ -57,6 +57,7 @@ def finished_grid(ray_local, tmp_path_factory) -> Path:
     return run_study(study_from_dict(_grid("earlier", [1e-3, 3e-4], [0, 1])), study_dir=folder, quiet=True)
 
 
+@pytest.mark.slow
 def test_extend_a_finished_grid_study_by_a_seed_runs_only_the_new_trials(ray_local, tmp_path):
     from resweep.analysis.tables import ablation_table
     from resweep.study import extend_study, run_study

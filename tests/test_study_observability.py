@@ -180,6 +180,7 @@ def test_a_running_local_study_listens_on_loopback_only(tmp_path):
     driver = subprocess.Popen(
         [sys.executable, "-m", "resweep.cli", "run", str(study_file), "--dir", str(study_dir)],
         cwd=ROOT, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     listening: dict[str, str] = {}
     try:
@@ -196,8 +197,12 @@ def test_a_running_local_study_listens_on_loopback_only(tmp_path):
                 with_name = f"{conn.laddr.ip}:{conn.laddr.port}"
                 listening[with_name] = processes[conn.pid].name()
     finally:
-        output = driver.communicate(timeout=600)[0].decode()
-    assert driver.returncode == 0, output[-3000:]
+        # what listens is known once a trial runs: stop the driver and its local Ray there
+        # (the study itself is not what this test is about)
+        from kill_resume import _kill_group
+
+        _kill_group(driver.pid)
+        output = driver.communicate(timeout=120)[0].decode()
     names = set(listening.values())
     assert {"gcs_server", "raylet"} <= names, listening  # the check saw Ray's servers
     public = {a: n for a, n in listening.items() if not _is_loopback(a.rsplit(":", 1)[0])}
