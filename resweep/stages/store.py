@@ -46,9 +46,6 @@ from urllib.parse import parse_qs, urlsplit
 from resweep.errors import ResweepError
 from resweep.fileio import fsync_dir, fsync_file, fsync_tree
 from resweep.stages.scratch import node_cache
-from resweep.stages.scratch import (
-    scratch_root as scratch_root,  # its former home, kept for importers
-)
 from resweep.uri import filesystem, is_remote, join_uri
 
 logger = logging.getLogger("resweep.stages")
